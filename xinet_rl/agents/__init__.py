@@ -1,0 +1,3 @@
+from xinet_rl.agents.xisac import XiSAC
+
+__all__ = ["XiSAC"]

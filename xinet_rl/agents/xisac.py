@@ -1,0 +1,303 @@
+"""``XiSAC``: Soft Actor-Critic on gated OFENet features, with gates trained under the cost-aware regularizer.
+
+Built on stable-baselines3's off-policy base, so ``learn``, ``predict``, callbacks, VecEnv and ``evaluate_policy``
+behave as in SB3. The training step (:meth:`XiSAC.train`) reads top to bottom: OFENet auxiliary update, critic
+update, actor update, temperature, gate step with cost, projection, targets.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.type_aliases import GymEnv
+from stable_baselines3.common.utils import polyak_update
+from torch import Tensor
+
+from xinet_rl.config import AgentConfig, agent_kwargs
+from xinet_rl.gates import MaskTape, curvature_corrected, flip_difference, straight_through
+from xinet_rl.io import ModelFileError, read_model_file, write_model_file
+from xinet_rl.policy import XiPolicy
+from xinet_rl.structure import Widths
+
+
+class XiSAC(OffPolicyAlgorithm):
+    """SAC with a gated OFENet feature extractor and gated actor/critics that learn their own size.
+
+    :param env: a gymnasium env (Box spaces) or VecEnv, or ``None`` when loading.
+    :param config: an :class:`~xinet_rl.config.AgentConfig`; keyword arguments override single fields of it.
+    """
+
+    policy_aliases = {"XiPolicy": XiPolicy}
+    policy: XiPolicy
+
+    def __init__(self, env: GymEnv | str | None, config: AgentConfig | None = None, *, seed: int | None = None,
+                 device: torch.device | str = "auto", verbose: int = 0, tensorboard_log: str | None = None,
+                 widths: Widths | None = None, _init_setup_model: bool = True, **overrides: Any) -> None:
+        unknown = set(overrides) - set(agent_kwargs(AgentConfig()))
+        if unknown:
+            raise TypeError(f"XiSAC got unknown arguments: {', '.join(sorted(unknown))}")
+        self.config = replace(config or AgentConfig(), **overrides)
+        cfg = self.config
+        super().__init__(XiPolicy, env, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
+                         learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, tau=cfg.tau, gamma=cfg.gamma,
+                         train_freq=1, gradient_steps=1, seed=seed, device=device, verbose=verbose,
+                         tensorboard_log=tensorboard_log, supported_action_spaces=(spaces.Box,), sde_support=False)
+        self._widths = widths
+        if _init_setup_model:
+            self._setup_model()
+
+    # ----- construction --------------------------------------------------------------------------------------------
+    def initial_widths(self) -> Widths:
+        cfg = self.config
+        obs_dim = int(np.prod(self.observation_space.shape))
+        act_dim = int(np.prod(self.action_space.shape))
+        if cfg.aux_target_dim > obs_dim:
+            raise ValueError(f"aux_target_dim {cfg.aux_target_dim} exceeds the observation size {obs_dim}")
+        block = [cfg.ofenet_units] * cfg.ofenet_layers
+        return Widths(obs_dim, act_dim, cfg.aux_target_dim or obs_dim, list(block), list(block),
+                      list(cfg.actor_widths), list(cfg.critic_widths), list(cfg.critic_widths))
+
+    def _setup_model(self) -> None:
+        cfg = self.config
+        widths = self._widths or self.initial_widths()
+        self.policy_kwargs = dict(widths=widths.to_dict(), gated=cfg.gated, pi_init=cfg.pi_init, pi_lr=cfg.pi_lr,
+                                  ofenet_lr=cfg.ofenet_lr, prune_strength=cfg.prune_strength,
+                                  deploy_cost_mix=cfg.deploy_cost_mix, loss_scale_decay=cfg.loss_scale_decay,
+                                  ent_coef_init=cfg.ent_coef_init)
+        super()._setup_model()
+        self.target_entropy = -float(np.prod(self.action_space.shape))
+        self.gate_rng = torch.Generator(device=self.device)
+        self.gate_rng.manual_seed(0 if self.seed is None else int(self.seed) + 7919)
+
+    # ----- training ------------------------------------------------------------------------------------------------
+    def train(self, gradient_steps: int, batch_size: int = 256) -> None:
+        p, cfg = self.policy, self.config
+        self.policy.set_training_mode(True)
+        while int(p.pretrain_done) < cfg.ofenet_pretrain_steps:  # OFENet pre-training, once, before any SAC update
+            self._ofenet_update(batch_size, update_gates=cfg.gated)
+            p.pretrain_done += 1
+        for _ in range(gradient_steps):
+            gate_step = cfg.gated and self._n_updates % cfg.pi_update_every == 0
+            pi_grads: dict[str, Tensor] = {}
+            aux_loss = self._ofenet_update(batch_size, update_gates=False, pi_grads=pi_grads if gate_step else None)
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            ent_coef = p.log_ent_coef.detach().exp()
+
+            # Features in mean mode with BN on running statistics; RL losses never step OFENet.
+            with torch.no_grad():
+                z_s = p.ofenet.z_s(data.observations)
+                z_sa = p.ofenet.z_sa(z_s, data.actions)
+                next_z_s = p.ofenet.z_s(data.next_observations)
+                next_action, next_log_prob, _ = p.actor.sample(next_z_s)
+                next_z_sa = p.ofenet.z_sa(next_z_s, next_action)
+                next_q = torch.min(p.critic1_target(next_z_sa), p.critic2_target(next_z_sa))
+                target_q = data.rewards.flatten() + (1 - data.dones.flatten()) * self.gamma * (
+                    next_q - ent_coef * next_log_prob)
+
+            # Critics: each on its own sampled masks.
+            tapes = (MaskTape(generator=self.gate_rng), MaskTape(generator=self.gate_rng))
+            q1, q2 = p.critic1(z_sa, tapes[0]), p.critic2(z_sa, tapes[1])
+            critic_loss = 0.5 * (F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q))
+            n1 = len(tapes[0].masks)
+            weight_grads, mask_grads = self._grads(p.critic_optimizer, critic_loss, tapes[0].masks + tapes[1].masks,
+                                                   keep_graph=gate_step)
+            if gate_step:  # 0.5·mean_b (q_b − y_b)²: B·∂²L/∂q_b² = 1 for each critic
+                scale = p.loss_scales["critic"].update(critic_loss)
+                for prefix, q, masks, grads in (("critic1", q1, tapes[0].masks, mask_grads[:n1]),
+                                                ("critic2", q2, tapes[1].masks, mask_grads[n1:])):
+                    self._collect(pi_grads, prefix, self._loss_pi_grads(masks, grads, q, gn_coef=1.0), scale)
+            self._apply(p.critic_optimizer, weight_grads)
+
+            # Actor: sampled actor masks, critics and OFENet in mean mode; gradient reaches the action through z_sa.
+            tape = MaskTape(generator=self.gate_rng)
+            action, log_prob, noise = p.actor.sample(z_s, tape)
+
+            def per_sample_actor_loss(masks: list[Tensor] | None, a: Tensor = action, lp: Tensor = log_prob) -> Tensor:
+                if masks is not None:
+                    a, lp, _ = p.actor.sample(z_s, MaskTape(replay=masks), noise)
+                z = p.ofenet.z_sa(z_s, a)
+                return ent_coef * lp - torch.min(p.critic1(z), p.critic2(z))
+
+            actor_losses = per_sample_actor_loss(None)
+            actor_loss = actor_losses.mean()
+            weight_grads, mask_grads = self._grads(p.actor_optimizer, actor_loss, tape.masks, keep_graph=False)
+            if gate_step:
+                if cfg.gate_estimator == "curvature":
+                    grads = flip_difference(tape.masks, mask_grads, actor_losses, per_sample_actor_loss, self.gate_rng)
+                else:
+                    grads = straight_through(tape.masks, mask_grads)
+                # The actor loss has an arbitrary offset (−Q): its scale is the spread of the per-sample losses.
+                self._collect(pi_grads, "actor", grads, p.loss_scales["actor"].update(actor_losses.detach().std()))
+            self._apply(p.actor_optimizer, weight_grads)
+
+            # Entropy temperature.
+            ent_loss = -(p.log_ent_coef * (log_prob.detach() + self.target_entropy)).mean()
+            p.ent_coef_optimizer.zero_grad(set_to_none=True)
+            ent_loss.backward()
+            p.ent_coef_optimizer.step()
+
+            # Gates: loss part / s_k plus α ∂C/∂π, projected SGD (Adam) step.
+            if gate_step:
+                self._gate_step(pi_grads)
+
+            # Targets: Polyak copies of critic weights and gate parameters.
+            with torch.no_grad():
+                for online, target in ((p.critic1, p.critic1_target), (p.critic2, p.critic2_target)):
+                    polyak_update(online.parameters(), target.parameters(), self.tau)
+            self._n_updates += 1
+
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/aux_loss", aux_loss.item())
+        self.logger.record("train/critic_loss", critic_loss.item())
+        self.logger.record("train/actor_loss", actor_loss.item())
+        self.logger.record("train/ent_coef_loss", ent_loss.item())
+        self.logger.record("train/ent_coef", ent_coef.item())
+
+    def _ofenet_update(self, batch_size: int, update_gates: bool, pi_grads: dict[str, Tensor] | None = None) -> Tensor:
+        """One auxiliary (next-observation MSE) step on OFENet weights, BN on batch statistics.
+
+        With ``update_gates`` the gate step is taken here (pre-training); with ``pi_grads`` the OFENet part of the gate
+        gradient is collected for the joint gate step.
+        """
+        p = self.policy
+        data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+        target = data.next_observations[:, : p.widths.aux_dim]
+        want_gates = self.config.gated and (update_gates or pi_grads is not None)
+        tape = MaskTape(generator=self.gate_rng) if self.config.gated else None
+        with p.ofenet.aux_mode():
+            _, _, prediction = p.ofenet(data.observations, data.actions, tape)
+            loss = F.mse_loss(prediction, target)
+            masks = tape.masks if tape is not None else []
+            weight_grads, mask_grads = self._grads(p.ofenet_optimizer, loss, masks, keep_graph=want_gates)
+            if want_gates:  # mean over B·D squared errors: B·∂²L/∂f_bk² = 2/D
+                grads = self._loss_pi_grads(masks, mask_grads, prediction, gn_coef=2.0 / prediction.shape[-1])
+        self._apply(p.ofenet_optimizer, weight_grads)
+        if want_gates:
+            collected = {} if pi_grads is None else pi_grads
+            scale = p.loss_scales["ofenet"].update(loss)
+            for group, g in zip(self._groups(("state", "state_action")), grads):
+                collected[group] = g / scale
+            if update_gates:
+                self._gate_step(collected)
+        return loss.detach()
+
+    # ----- mechanics -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _grads(optimizer: torch.optim.Optimizer, loss: Tensor, masks: list[Tensor], keep_graph: bool
+               ) -> tuple[list[Tensor], list[Tensor]]:
+        """Gradients of ``loss`` for the optimizer's weights and for the masks, in one backward pass."""
+        params = [q for group in optimizer.param_groups for q in group["params"]]
+        grads = torch.autograd.grad(loss, params + list(masks), retain_graph=keep_graph)
+        return list(grads[: len(params)]), list(grads[len(params):])
+
+    @staticmethod
+    def _apply(optimizer: torch.optim.Optimizer, grads: list[Tensor]) -> None:
+        """Step the weights (after any estimator pass that still needs the forward graph)."""
+        params = [q for group in optimizer.param_groups for q in group["params"]]
+        for param, grad in zip(params, grads):
+            param.grad = grad
+        optimizer.step()
+
+    def _loss_pi_grads(self, masks: list[Tensor], mask_grads: list[Tensor], outputs: Tensor, gn_coef: float
+                       ) -> list[Tensor]:
+        """The loss part of the ``π`` gradient for a squared-error loss on ``outputs`` (see :mod:`xinet_rl.gates`)."""
+        if self.config.gate_estimator == "straight_through":
+            return straight_through(masks, mask_grads)
+        return curvature_corrected(masks, mask_grads, outputs, gn_coef, self.gate_rng)
+
+    def _groups(self, prefixes: tuple[str, ...]) -> list[str]:
+        return [g for g in self.policy.gates() if g.split(".")[0] in prefixes]
+
+    def _collect(self, pi_grads: dict[str, Tensor], prefix: str, grads: list[Tensor], scale: Tensor) -> None:
+        for group, g in zip(self._groups((prefix,)), grads):
+            pi_grads[group] = g / scale
+
+    def _gate_step(self, loss_grads: dict[str, Tensor]) -> None:
+        p = self.policy
+        gates = p.gates()
+        cost_grads = p.regularizer.pi_grads(p.structure(), {g: gate.pi for g, gate in gates.items()})
+        for group, gate in gates.items():
+            gate.pi.grad = (loss_grads[group] + cost_grads[group]) if group in loss_grads else None
+        p.gate_optimizer.step()
+        for gate in gates.values():
+            gate.project_()
+
+    def dump_logs(self) -> None:
+        """SB3's console/TensorBoard dump, plus the gates: sum of ``π`` per network, expected parameter count and a
+        histogram of ``π`` per layer."""
+        p = self.policy
+        if p.gated:
+            sums: dict[str, float] = {}
+            for group, gate in p.gates().items():
+                network = group.split(".")[0]
+                sums[network] = sums.get(network, 0.0) + float(gate.pi.sum())
+                self.logger.record(f"gates/pi/{group}", gate.pi.detach().cpu().clone(),
+                                   exclude=("stdout", "log", "json", "csv"))
+            for network, total in sums.items():
+                self.logger.record(f"gates/sum_pi/{network}", total)
+        for kind, value in p.expected_param_counts().items():
+            self.logger.record(f"params/expected_{kind}", value)
+        for kind, value in p.param_counts().items():
+            self.logger.record(f"params/{kind}", value)
+        super().dump_logs()
+
+    # ----- saving --------------------------------------------------------------------------------------------------
+    def save(self, path: str | Path, exclude: Any = None, include: Any = None) -> None:
+        """Weights to safetensors, metadata (config, widths, spaces, versions) to JSON in the same file's header."""
+        write_model_file(path, self.policy.state_dict(), self.metadata())
+
+    def metadata(self) -> dict[str, Any]:
+        return {"algorithm": "XiSAC", "config": agent_kwargs(self.config), "widths": self.policy.widths.to_dict(),
+                "observation_space": _space_to_json(self.observation_space),
+                "action_space": _space_to_json(self.action_space), "num_timesteps": int(self.num_timesteps),
+                "n_updates": int(self._n_updates)}
+
+    @classmethod
+    def load(cls, path: str | Path, env: GymEnv | None = None, device: torch.device | str = "auto",
+             **kwargs: Any) -> "XiSAC":
+        """Rebuild a saved model from its widths and load its weights. Never unpickles anything."""
+        state, meta = read_model_file(path)
+        try:
+            config = AgentConfig(**meta["config"])
+            widths = Widths.from_dict(meta["widths"])
+            obs_space = _space_from_json(meta["observation_space"])
+            act_space = _space_from_json(meta["action_space"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: not an XiSAC model file (metadata: {exc})") from None
+        model = cls(env=None, config=config, device=device, widths=widths, _init_setup_model=False, **kwargs)
+        model.observation_space, model.action_space = obs_space, act_space
+        if env is not None:
+            model.set_env(env)
+        else:
+            model.n_envs = 1
+        model._setup_model()
+        try:
+            model.policy.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{path}: weights do not match the stored widths ({str(exc).splitlines()[0]})") from None
+        model.num_timesteps = int(meta.get("num_timesteps", 0))
+        model._n_updates = int(meta.get("n_updates", 0))
+        return model
+
+
+def _space_to_json(space: spaces.Box) -> dict[str, Any]:
+    return {"low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape),
+            "dtype": str(space.dtype)}
+
+
+def _space_from_json(data: dict[str, Any]) -> spaces.Box:
+    dtype = np.dtype(data["dtype"])
+    low = np.asarray(data["low"], dtype=dtype).reshape(data["shape"])
+    high = np.asarray(data["high"], dtype=dtype).reshape(data["shape"])
+    return spaces.Box(low=low, high=high, dtype=dtype)
+
+
+__all__ = ["XiSAC"]

@@ -1,0 +1,1 @@
+"""Command-line tools: thin wrappers that parse, call the library and report."""

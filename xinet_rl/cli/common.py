@@ -1,0 +1,39 @@
+"""What every command shares: user errors become one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, NoReturn
+
+from xinet_rl.config import ConfigError
+from xinet_rl.envs.make import EnvError
+from xinet_rl.io import ModelFileError
+
+USER_ERRORS = (ConfigError, EnvError, ModelFileError)
+
+
+class UsageError(ValueError):
+    """A bad command line (user mistake: exit code 2)."""
+
+
+def fail(prog: str, message: str, code: int = 2) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def run_main(prog: str, body: Callable[[], int | None]) -> None:
+    try:
+        code = body()
+    except USER_ERRORS + (UsageError,) as exc:
+        fail(prog, str(exc))
+    except KeyboardInterrupt:
+        fail(prog, "interrupted", 130)
+    raise SystemExit(code or 0)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the same one-line error format and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, message)

@@ -1,0 +1,215 @@
+"""Configuration: the defaults, the per-environment YAML files, ``--config`` files and ``--set`` overrides.
+
+Every key is a field of :class:`TrainConfig` with its type; anything else is a user error reported in one line with
+the close matches (:class:`ConfigError`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user mistake in a configuration: the message is shown as is, and the command exits with code 2."""
+
+
+@dataclass
+class AgentConfig:
+    """Hyperparameters of :class:`~xinet_rl.agents.xisac.XiSAC` (OFENet paper and SAC defaults)."""
+
+    learning_rate: float = 3e-4
+    ofenet_lr: float = 3e-4
+    buffer_size: int = 1_000_000
+    learning_starts: int = 10_000
+    ofenet_pretrain_steps: int = 10_000
+    batch_size: int = 256
+    tau: float = 0.005
+    gamma: float = 0.99
+    ent_coef_init: float = 1.0
+    ofenet_layers: int = 8
+    ofenet_units: int = 30
+    actor_widths: list[int] = field(default_factory=lambda: [256, 256])
+    critic_widths: list[int] = field(default_factory=lambda: [256, 256])
+    aux_target_dim: int = 0  # first dims of the next observation predicted by OFENet; 0 = all
+    gated: bool = True
+    prune_strength: float = 0.1  # α: return versus size
+    deploy_cost_mix: float = 0.0  # β: weight of the deployable policy's own cost
+    pi_lr: float = 1e-3
+    pi_init: float = 1.0
+    pi_update_every: int = 1
+    gate_estimator: str = "curvature"
+    loss_scale_decay: float = 0.99
+
+
+@dataclass
+class TrainConfig(AgentConfig):
+    """Everything ``xinet-train`` reads: the agent's keys plus the run's."""
+
+    total_steps: int = 1_000_000
+    eval_freq: int = 5_000
+    eval_episodes: int = 10
+    log_interval: int = 1  # episodes between TensorBoard/console dumps
+
+
+AGENT_KEYS = {f.name for f in fields(AgentConfig)}
+_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+_CHOICES = {"gate_estimator": ("curvature", "straight_through")}
+_UNIT_INTERVAL = {"deploy_cost_mix", "pi_init", "tau", "gamma", "loss_scale_decay"}
+_POSITIVE = {"batch_size", "buffer_size", "ofenet_units", "total_steps", "eval_freq", "eval_episodes", "learning_rate",
+             "ofenet_lr", "pi_lr", "pi_update_every", "ent_coef_init", "log_interval"}
+
+
+def _close(word: str, options: list[str]) -> str:
+    matches = difflib.get_close_matches(word, options, n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(matches)}?)" if matches else ""
+
+
+def _coerce(key: str, value: Any) -> Any:
+    kind = _TYPES[key]
+    try:
+        if kind == "bool":
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            as_float = float(value)
+            if not as_float.is_integer():
+                raise ValueError
+            return int(as_float)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+            if not math.isfinite(out):
+                raise ValueError
+            return out
+        if kind == "list[int]":
+            if isinstance(value, str):
+                value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
+            if not isinstance(value, list) or not value:
+                raise ValueError
+            return [_coerce_width(v) for v in value]
+        if kind == "str":
+            return str(value)
+    except (TypeError, ValueError, yaml.YAMLError):
+        pass
+    raise ConfigError(f"config key '{key}' expects {_describe(kind)}, got {value!r}")
+
+
+def _coerce_width(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v) or int(v) <= 0:
+        raise ValueError
+    return int(v)
+
+
+def _describe(kind: str) -> str:
+    return {"int": "an integer", "float": "a number", "bool": "true or false",
+            "list[int]": "a list of positive integers", "str": "a string"}.get(kind, kind)
+
+
+def _check_range(key: str, value: Any) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ConfigError(f"config key '{key}' must not be negative, got {value}")
+        if key in _POSITIVE and value == 0:
+            raise ConfigError(f"config key '{key}' must be positive, got {value}")
+        if key in _UNIT_INTERVAL and value > 1:
+            raise ConfigError(f"config key '{key}' must lie in [0, 1], got {value}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"config key '{key}' must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+
+
+def apply_overrides(config: TrainConfig, values: dict[str, Any], source: str, env_id: str | None = None) -> TrainConfig:
+    """Validate ``values`` (from ``source``, named in errors) and set them on ``config``."""
+    for key, value in values.items():
+        if key not in _TYPES:
+            raise ConfigError(f"unknown config key '{key}' in {source}{_close(str(key), sorted(_TYPES))}")
+        if key == "aux_target_dim" and isinstance(value, dict):
+            value = _per_version(value, env_id, source)
+        value = _coerce(key, value)
+        _check_range(key, value)
+        setattr(config, key, value)
+    return config
+
+
+def _per_version(mapping: dict, env_id: str | None, source: str) -> Any:
+    version = (env_id or "").rsplit("-", 1)[-1]
+    if version not in mapping:
+        raise ConfigError(f"{source}: aux_target_dim has no entry for {version or 'this environment'}")
+    return mapping[version]
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` to a mapping; values are read as YAML scalars or lists."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not raw.strip():
+            raise ConfigError(f"malformed --set '{item}': expected key=value")
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"malformed --set '{item}': the value is not valid YAML") from None
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of key: value")
+    return data
+
+
+def configs_dir() -> Path:
+    return Path(str(resources.files("xinet_rl") / "configs"))
+
+
+def env_config_path(env_id: str) -> Path | None:
+    """The shipped per-environment file (``configs/HalfCheetah.yaml`` serves HalfCheetah-v4 and -v5)."""
+    family = env_id.rsplit("-", 1)[0]
+    path = configs_dir() / f"{family}.yaml"
+    return path if path.is_file() else None
+
+
+def resolve_config(env_id: str, config_file: str | None = None, overrides: list[str] | None = None,
+                   total_steps: int | None = None) -> TrainConfig:
+    """Defaults, then the environment's file, then ``--config``, then ``--set``, then ``--total-steps``."""
+    config = TrainConfig()
+    shipped = env_config_path(env_id)
+    if shipped is not None:
+        apply_overrides(config, read_yaml(shipped), str(shipped), env_id)
+    if config_file is not None:
+        apply_overrides(config, read_yaml(config_file), str(config_file), env_id)
+    if overrides:
+        apply_overrides(config, parse_set(overrides), "--set", env_id)
+    if total_steps is not None:
+        apply_overrides(config, {"total_steps": total_steps}, "--total-steps", env_id)
+    return config
+
+
+def agent_kwargs(config: AgentConfig) -> dict[str, Any]:
+    return {k: v for k, v in asdict(config).items() if k in AGENT_KEYS}

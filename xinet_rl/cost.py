@@ -1,0 +1,92 @@
+"""The cost model: expected parameter counts as differentiable functions of the gate parameters ``π``.
+
+For a linear layer whose inputs are kept with probabilities ``p`` and outputs with ``q`` the expected weight count is
+``(Σp)(Σq)``, plus ``Σq`` biases and ``2Σq`` BatchNorm affine parameters. Summing over the layers of the
+:class:`~xinet_rl.structure.Structure` gives ``C(π)``; autograd on it gives each unit's marginal cost, which in a
+DenseNet includes every later layer, the other block, the auxiliary head and the first layers of actor and critics.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from xinet_rl.structure import Structure
+
+Width = Tensor | float | int
+
+
+def expected_params(structure: Structure, widths: Mapping[str, Width], deploy_only: bool = False) -> Width:
+    """``C``: expected trainable parameters (targets excluded). ``widths`` maps a group to its expected width
+    (``Σπ`` for a gated group, the plain width otherwise); groups not in the mapping use their structural width."""
+    total: Width = 0
+    for layer in structure.layers:
+        if deploy_only and not layer.deploy:
+            continue
+        fan_in = sum(widths.get(g, structure.groups[g]) for g in layer.inputs)
+        out = widths.get(layer.out, structure.groups[layer.out]) if layer.out is not None else layer.out_dim
+        total = total + fan_in * out + out * (3 if layer.batchnorm else 1)
+    return total
+
+
+def expected_flops(structure: Structure, widths: Mapping[str, Width], deploy_only: bool = False) -> Width:
+    """Multiply-accumulate FLOPs (2 per weight) of one forward pass for one sample through the listed layers."""
+    total: Width = 0
+    for layer in structure.layers:
+        if deploy_only and not layer.deploy:
+            continue
+        fan_in = sum(widths.get(g, structure.groups[g]) for g in layer.inputs)
+        out = widths.get(layer.out, structure.groups[layer.out]) if layer.out is not None else layer.out_dim
+        total = total + 2 * fan_in * out
+    return total
+
+
+class CostRegularizer(nn.Module):
+    """``α · [(1−β) C_train/C_train,0 + β C_deploy/C_deploy,0]`` and its gradient with respect to every ``π``.
+
+    ``C_0`` is fixed when the regularizer is made (``π = pi_init``, unpruned) and kept as a buffer, so the trade-off
+    stays the same after pruning and across save/load.
+    """
+
+    def __init__(self, alpha: float, beta: float, train0: float, deploy0: float) -> None:
+        super().__init__()
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.register_buffer("train0", torch.tensor(float(train0), dtype=torch.float64))
+        self.register_buffer("deploy0", torch.tensor(float(deploy0), dtype=torch.float64))
+
+    def normalized_cost(self, structure: Structure, pis: Mapping[str, Tensor]) -> Tensor:
+        widths = {g: pi.sum() for g, pi in pis.items()}
+        train = expected_params(structure, widths)
+        deploy = expected_params(structure, widths, deploy_only=True)
+        return (1 - self.beta) * train / self.train0.item() + self.beta * deploy / self.deploy0.item()
+
+    def pi_grads(self, structure: Structure, pis: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``α ∂C/∂π_j``, recomputed from the current ``π`` (the per-unit coefficients the method sets itself)."""
+        names = list(pis)
+        leaves = [pis[g].detach().requires_grad_(True) for g in names]
+        cost = self.normalized_cost(structure, dict(zip(names, leaves)))
+        grads = torch.autograd.grad(cost, leaves)
+        return {g: self.alpha * gr for g, gr in zip(names, grads)}
+
+
+class LossScale(nn.Module):
+    """Running scale ``s_k`` of a network's loss (exponential moving average), so that ``α`` does not depend on the
+    reward scale or the environment. Starts at the first value it sees."""
+
+    def __init__(self, decay: float = 0.99) -> None:
+        super().__init__()
+        self.decay = float(decay)
+        self.register_buffer("value", torch.tensor(0.0))
+        self.register_buffer("count", torch.tensor(0, dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, magnitude: Tensor) -> Tensor:
+        magnitude = magnitude.detach().float().clamp_min(1e-8)
+        if int(self.count) == 0:
+            self.value.copy_(magnitude)
+        else:
+            self.value.mul_(self.decay).add_((1 - self.decay) * magnitude)
+        self.count += 1
+        return self.value

@@ -1,0 +1,142 @@
+"""Bernoulli unit gates and the estimators of the gradient of the expected loss with respect to ``π``.
+
+Every gated unit ``j`` is multiplied by ``ξ_j ~ Bernoulli(π_j)``. A network's own loss is evaluated with a fresh mask
+per sample (``sample`` mode, recorded on a :class:`MaskTape`); every other use (acting, targets, features handed to
+another network) uses ``ξ = π`` (``mean`` mode, no tape). ``π`` never receives gradient through a forward pass: its
+gradient comes from :func:`estimate_pi_grad` (the loss part) and from the cost model (the regularizer part), and the
+update is projected onto ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+ESTIMATORS = ("curvature", "straight_through")
+
+
+class Gate(nn.Module):
+    """The gate parameters ``π`` of one layer's units (initialised to ``pi_init``)."""
+
+    def __init__(self, units: int, pi_init: float = 1.0) -> None:
+        super().__init__()
+        self.pi = nn.Parameter(torch.full((units,), float(pi_init)))
+
+    @property
+    def units(self) -> int:
+        return self.pi.shape[0]
+
+    def forward(self, h: Tensor, tape: "MaskTape | None" = None) -> Tensor:
+        """Mean mode (``tape is None``): ``h * π``. Sample mode: ``h * ξ`` with ``ξ`` drawn (or replayed) by the tape."""
+        if tape is None:
+            return h * self.pi.detach()
+        return h * tape.draw(self.pi.detach(), h.shape[0])
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Projected gradient descent: keep ``π`` in ``[0, 1]`` after every step."""
+        self.pi.clamp_(0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"units={self.units}"
+
+
+class MaskTape:
+    """Draws the per-sample masks of one sample-mode forward pass and keeps them, in forward order.
+
+    With ``replay`` the tape hands out the given masks instead (brute-force checks, the flip pass of the actor
+    estimator). Sampled masks are leaf tensors that require grad, so autograd returns per-sample ``∂ℓ_b/∂ξ_bj``.
+    """
+
+    def __init__(self, replay: Sequence[Tensor] | None = None, generator: torch.Generator | None = None) -> None:
+        self.masks: list[Tensor] = []
+        self._replay = replay
+        self._generator = generator
+
+    def draw(self, pi: Tensor, batch: int) -> Tensor:
+        if self._replay is not None:
+            mask = self._replay[len(self.masks)]
+        else:
+            probs = pi.expand(batch, -1)
+            mask = torch.bernoulli(probs, generator=self._generator).requires_grad_(True)
+        self.masks.append(mask)
+        return mask
+
+
+def project_gates(gates: Sequence[Gate]) -> None:
+    for gate in gates:
+        gate.project_()
+
+
+def straight_through(masks: Sequence[Tensor], mask_grads: Sequence[Tensor]) -> list[Tensor]:
+    """Batch sum of ``∂L/∂ξ_bj`` (``L`` a batch mean): the straight-through estimate. Kept for comparison only:
+    it gives a useful unit no "keep me" signal at a stationary point (METHOD.md section 2)."""
+    return [g.sum(0) for g in mask_grads]
+
+
+def curvature_corrected(
+    masks: Sequence[Tensor],
+    mask_grads: Sequence[Tensor],
+    outputs: Tensor,
+    gn_coef: float,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Curvature-corrected difference ``mean_b [g_bj + (1/2 - ξ_bj) h_bj]`` for a squared-error loss on ``outputs``.
+
+    ``g_bj = B ∂L/∂ξ_bj``; ``h_bj = B ∂²L/∂ξ_bj²`` in its Gauss-Newton form ``gn_coef · ||∂f/∂ξ_bj||²``, where
+    ``gn_coef`` is ``B`` times the (constant) second derivative of ``L`` with respect to one output element. For a
+    vector output the squared Jacobian column is a Hutchinson estimate with one Rademacher probe per sample, which
+    keeps cross-sample effects (BatchNorm in train mode) in the estimate. ``outputs`` must still have its graph.
+    """
+    if outputs.dim() > 1 and outputs.shape[-1] > 1:
+        probe = torch.randint(0, 2, outputs.shape, generator=generator, device=outputs.device).to(outputs.dtype) * 2 - 1
+        projected = (outputs * probe).sum()
+    else:
+        projected = outputs.sum()
+    jac = torch.autograd.grad(projected, list(masks))
+    return [(g * m.shape[0] + (0.5 - m) * (gn_coef * j.square())).mean(0) for g, m, j in zip(mask_grads, masks, jac)]
+
+
+def flip_difference(
+    masks: Sequence[Tensor],
+    mask_grads: Sequence[Tensor],
+    per_sample_loss: Tensor,
+    loss_with_masks: Callable[[list[Tensor]], Tensor],
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Flip-sampled exact difference with the straight-through term as control variate (for losses with no
+    Gauss-Newton form, such as the actor's).
+
+    Each sample flips one uniformly chosen gated unit; one extra forward pass gives the exact per-sample difference
+    ``Δ_b = ℓ_b(ξ_j=1) − ℓ_b(ξ_j=0)`` for that unit. The estimate ``mean_b g_bj + N·mean_b 1[j_b=j](Δ_b − g_bj)`` is
+    unbiased for ``E[L(ξ_j=1) − L(ξ_j=0)]``; ``per_sample_loss`` must be ``ℓ_b`` with ``L = mean_b ℓ_b``, and
+    ``loss_with_masks`` must recompute ``ℓ_b`` with the same noise for given masks.
+    """
+    batch = masks[0].shape[0]
+    sizes = [m.shape[1] for m in masks]
+    total = sum(sizes)
+    device = masks[0].device
+    choice = torch.randint(0, total, (batch,), generator=generator, device=device)
+    rows = torch.arange(batch, device=device)
+    flipped, onehots, start = [], [], 0
+    for m, size in zip(masks, sizes):
+        onehot = torch.zeros(batch, size, device=device, dtype=m.dtype)
+        inside = (choice >= start) & (choice < start + size)
+        onehot[rows[inside], choice[inside] - start] = 1.0
+        base = m.detach()
+        flipped.append(base + onehot * (1.0 - 2.0 * base))
+        onehots.append(onehot)
+        start += size
+    with torch.no_grad():
+        flipped_loss = loss_with_masks(flipped)
+        change = (flipped_loss - per_sample_loss.detach())  # ℓ(flipped) − ℓ(sampled)
+    grads = []
+    for m, g, onehot in zip(masks, mask_grads, onehots):
+        base = m.detach()
+        g_b = g * batch
+        # Δ_b = ℓ(1) − ℓ(0): flipping 1→0 changes the loss by −Δ_b, flipping 0→1 by +Δ_b.
+        delta = change[:, None] * (1.0 - 2.0 * base)
+        grads.append(g_b.mean(0) + total * (onehot * (delta - g_b)).mean(0))
+    return grads

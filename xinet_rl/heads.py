@@ -1,0 +1,76 @@
+"""Gated actor and critic MLPs (ReLU, every hidden unit gated) on OFENet's features."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xinet_rl.gates import Gate, MaskTape
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+class GatedMLP(nn.Module):
+    """Hidden layers ``h_i = ξ_i ⊙ relu(W_i h_{i-1} + b_i)``; returns the last hidden layer."""
+
+    def __init__(self, in_dim: int, widths: list[int], gated: bool, pi_init: float) -> None:
+        super().__init__()
+        self.linears = nn.ModuleList()
+        self.gates = nn.ModuleList()
+        for units in widths:
+            self.linears.append(nn.Linear(in_dim, units))
+            if gated:
+                self.gates.append(Gate(units, pi_init))
+            in_dim = units
+        self.out_dim = in_dim
+
+    def forward(self, x: Tensor, tape: MaskTape | None = None) -> Tensor:
+        for i, linear in enumerate(self.linears):
+            x = F.relu(linear(x))
+            if len(self.gates):
+                x = self.gates[i](x, tape)
+        return x
+
+
+class Actor(nn.Module):
+    """Tanh-squashed Gaussian policy on ``z_s``."""
+
+    def __init__(self, in_dim: int, widths: list[int], act_dim: int, gated: bool, pi_init: float) -> None:
+        super().__init__()
+        self.trunk = GatedMLP(in_dim, widths, gated, pi_init)
+        self.mu = nn.Linear(self.trunk.out_dim, act_dim)
+        self.log_std = nn.Linear(self.trunk.out_dim, act_dim)
+
+    def distribution(self, z_s: Tensor, tape: MaskTape | None = None) -> tuple[Tensor, Tensor]:
+        h = self.trunk(z_s, tape)
+        return self.mu(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def deterministic(self, z_s: Tensor) -> Tensor:
+        return torch.tanh(self.mu(self.trunk(z_s)))
+
+    def sample(self, z_s: Tensor, tape: MaskTape | None = None, noise: Tensor | None = None
+               ) -> tuple[Tensor, Tensor, Tensor]:
+        """Reparameterised action in ``[-1, 1]``, its log-probability, and the Gaussian noise used (to replay it)."""
+        mu, log_std = self.distribution(z_s, tape)
+        if noise is None:
+            noise = torch.randn_like(mu)
+        u = mu + noise * log_std.exp()
+        # log N(u; mu, std) - log|det d tanh(u)/du|, the latter in the stable form 2(log 2 - u - softplus(-2u)).
+        log_prob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - (2 * (math.log(2.0) - u - F.softplus(-2 * u))).sum(-1)
+        return torch.tanh(u), log_prob, noise
+
+
+class Critic(nn.Module):
+    """``Q(s, a)`` on ``z_sa`` (which already contains the action)."""
+
+    def __init__(self, in_dim: int, widths: list[int], gated: bool, pi_init: float) -> None:
+        super().__init__()
+        self.trunk = GatedMLP(in_dim, widths, gated, pi_init)
+        self.out = nn.Linear(self.trunk.out_dim, 1)
+
+    def forward(self, z_sa: Tensor, tape: MaskTape | None = None) -> Tensor:
+        return self.out(self.trunk(z_sa, tape)).squeeze(-1)

@@ -1,0 +1,97 @@
+"""Pickle-free files: model weights in safetensors with JSON metadata in the header, and atomic writes.
+
+A file is written to a temporary name in the same folder, flushed to disk and renamed over the target, so a crash
+leaves either the old file or the new one, never half of one. Reading never unpickles: a foreign, truncated or
+corrupted file is a :class:`ModelFileError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+
+FORMAT = "xinet-rl/1"
+
+
+class ModelFileError(ValueError):
+    """A model or checkpoint file that cannot be used (user-facing: one line, exit code 2)."""
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
+def _versions() -> dict[str, str]:
+    import gymnasium
+    import stable_baselines3
+
+    from xinet_rl import __version__
+
+    return {"xinet_rl": __version__, "torch": torch.__version__, "gymnasium": gymnasium.__version__,
+            "stable_baselines3": stable_baselines3.__version__}
+
+
+def write_model_file(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    header = {"format": FORMAT, "meta": json.dumps({**meta, "versions": _versions()})}
+    payload = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    write_bytes_atomic(path, save(payload, metadata=header))
+
+
+def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a file written by :func:`write_model_file`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    data = path.read_bytes()
+    try:
+        tensors = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8: 8 + header_len])
+        info = header.get("__metadata__") or {}
+    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as exc:
+        raise ModelFileError(f"{path}: not a valid safetensors model file ({str(exc).splitlines()[0][:120]})") from None
+    if info.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not an XiNet-RL model file (format {info.get('format')!r})")
+    try:
+        meta = json.loads(info["meta"])
+    except (KeyError, json.JSONDecodeError):
+        raise ModelFileError(f"{path}: the model metadata is missing or not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: the model metadata must be a JSON object")
+    return tensors, meta

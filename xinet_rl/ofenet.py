@@ -1,0 +1,81 @@
+"""Gated OFENet: two MLP-DenseNet blocks (state, state-action) and the auxiliary next-observation head.
+
+Layer ``l`` of a block computes ``h_l = ξ_l ⊙ swish(BN(W_l x_{l-1} + b_l))`` and appends it: ``x_l = [x_{l-1}, h_l]``.
+BatchNorm uses the Keras defaults of the original (PyTorch ``momentum=0.01, eps=1e-3``). The module is kept in eval
+mode (running statistics) except inside the auxiliary update, which switches it to train mode itself
+(:meth:`OFENet.aux_mode`): acting and the RL losses never touch the BN statistics.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xinet_rl.gates import Gate, MaskTape
+
+BN_MOMENTUM, BN_EPS = 0.01, 1e-3
+
+
+class DenseLayer(nn.Module):
+    def __init__(self, in_dim: int, units: int, gated: bool, pi_init: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, units)
+        self.bn = nn.BatchNorm1d(units, momentum=BN_MOMENTUM, eps=BN_EPS)
+        self.gate = Gate(units, pi_init) if gated else None
+
+    def forward(self, x: Tensor, tape: MaskTape | None = None) -> Tensor:
+        h = F.silu(self.bn(self.linear(x)))
+        return h if self.gate is None else self.gate(h, tape)
+
+
+class DenseBlock(nn.Module):
+    """MLP-DenseNet block: the output is the input followed by every layer's (gated) units."""
+
+    def __init__(self, in_dim: int, widths: list[int], gated: bool, pi_init: float) -> None:
+        super().__init__()
+        layers = []
+        for units in widths:
+            layers.append(DenseLayer(in_dim, units, gated, pi_init))
+            in_dim += units
+        self.layers = nn.ModuleList(layers)
+        self.out_dim = in_dim
+
+    def forward(self, x: Tensor, tape: MaskTape | None = None) -> Tensor:
+        for layer in self.layers:
+            x = torch.cat([x, layer(x, tape)], dim=-1)
+        return x
+
+
+class OFENet(nn.Module):
+    def __init__(self, obs_dim: int, act_dim: int, state_widths: list[int], state_action_widths: list[int],
+                 aux_dim: int, gated: bool = True, pi_init: float = 1.0) -> None:
+        super().__init__()
+        self.state = DenseBlock(obs_dim, state_widths, gated, pi_init)
+        self.state_action = DenseBlock(self.state.out_dim + act_dim, state_action_widths, gated, pi_init)
+        self.aux_head = nn.Linear(self.state_action.out_dim, aux_dim)
+        self.eval()
+
+    def z_s(self, obs: Tensor, tape: MaskTape | None = None) -> Tensor:
+        return self.state(obs, tape)
+
+    def z_sa(self, z_s: Tensor, action: Tensor, tape: MaskTape | None = None) -> Tensor:
+        return self.state_action(torch.cat([z_s, action], dim=-1), tape)
+
+    def forward(self, obs: Tensor, action: Tensor, tape: MaskTape | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(z_s, z_sa, predicted next observation)``."""
+        z_s = self.z_s(obs, tape)
+        z_sa = self.z_sa(z_s, action, tape)
+        return z_s, z_sa, self.aux_head(z_sa)
+
+    @contextmanager
+    def aux_mode(self) -> Iterator[None]:
+        """BatchNorm on batch statistics (and updating its running statistics) for the auxiliary update only."""
+        self.train()
+        try:
+            yield
+        finally:
+            self.eval()

@@ -1,0 +1,141 @@
+"""``XiPolicy``: the gated OFENet, actor and twin critics (with targets), their optimizers and the gate state.
+
+Everything that a saved model or a checkpoint must restore lives in this module's ``state_dict``: weights, gate
+parameters ``π`` (target ones included), BN running statistics, the entropy temperature, the loss scales and the
+cost normaliser ``C_0``. The architecture is the :class:`~xinet_rl.structure.Widths` it was built from.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import Schedule
+from torch import Tensor, nn
+
+from xinet_rl.cost import CostRegularizer, LossScale, expected_flops, expected_params
+from xinet_rl.gates import Gate
+from xinet_rl.heads import Actor, Critic
+from xinet_rl.ofenet import OFENet
+from xinet_rl.structure import CRITICS, Structure, Widths, build_structure
+
+NETWORKS = ("ofenet", "actor", "critic")
+
+
+def weights_of(module: nn.Module) -> list[nn.Parameter]:
+    """Trainable weights of a module, without its gate parameters (``π`` has its own optimizer)."""
+    return [p for name, p in module.named_parameters() if not name.endswith(".pi") and name != "pi"]
+
+
+class XiPolicy(BasePolicy):
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        widths: dict,
+        gated: bool = True,
+        pi_init: float = 1.0,
+        pi_lr: float = 1e-3,
+        ofenet_lr: float = 3e-4,
+        prune_strength: float = 0.1,
+        deploy_cost_mix: float = 0.0,
+        loss_scale_decay: float = 0.99,
+        ent_coef_init: float = 1.0,
+        use_sde: bool = False,
+    ) -> None:
+        super().__init__(observation_space, action_space, squash_output=True)
+        self.widths = Widths.from_dict(widths)
+        self.gated = gated
+        self.pi_init = pi_init
+        self.hparams = dict(pi_lr=pi_lr, ofenet_lr=ofenet_lr, lr=lr_schedule(1))
+        w = self.widths
+        self.ofenet = OFENet(w.obs_dim, w.act_dim, w.state, w.state_action, w.aux_dim, gated, pi_init)
+        self.actor = Actor(w.z_s_dim, w.actor, w.act_dim, gated, pi_init)
+        self.critic1 = Critic(w.z_sa_dim, w.critic1, gated, pi_init)
+        self.critic2 = Critic(w.z_sa_dim, w.critic2, gated, pi_init)
+        self.critic1_target = copy.deepcopy(self.critic1).requires_grad_(False)
+        self.critic2_target = copy.deepcopy(self.critic2).requires_grad_(False)
+        self.log_ent_coef = nn.Parameter(torch.tensor(float(ent_coef_init)).log())
+        self.loss_scales = nn.ModuleDict({k: LossScale(loss_scale_decay) for k in NETWORKS})
+        structure = self.structure()
+        ones = {g: float(structure.groups[g]) * pi_init for g in structure.gated_groups} if gated else {}
+        self.regularizer = CostRegularizer(prune_strength, deploy_cost_mix,
+                                           float(expected_params(structure, ones)),
+                                           float(expected_params(structure, ones, deploy_only=True)))
+        self.register_buffer("pretrain_done", torch.tensor(0, dtype=torch.long))
+        self.make_optimizers()
+
+    # ----- architecture --------------------------------------------------------------------------------------------
+    def structure(self) -> Structure:
+        return build_structure(self.widths)
+
+    def gates(self) -> dict[str, Gate]:
+        """Every live gate by its group name (``state.3``, ``actor.0``, ``critic2.1``, ...)."""
+        if not self.gated:
+            return {}
+        found: dict[str, Gate] = {}
+        for block in ("state", "state_action"):
+            for i, layer in enumerate(getattr(self.ofenet, block).layers):
+                found[f"{block}.{i}"] = layer.gate
+        for name, trunk in (("actor", self.actor.trunk), ("critic1", self.critic1.trunk), ("critic2", self.critic2.trunk)):
+            for i, gate in enumerate(trunk.gates):
+                found[f"{name}.{i}"] = gate
+        return found
+
+    def gate_network(self, group: str) -> str:
+        head = group.split(".")[0]
+        return "ofenet" if head in ("state", "state_action") else ("critic" if head in CRITICS else "actor")
+
+    def expected_widths(self) -> dict[str, Tensor]:
+        return {g: gate.pi.detach().sum() for g, gate in self.gates().items()}
+
+    def param_counts(self) -> dict[str, int]:
+        """Actual parameters of the live modules (weights, biases, BN affine; gates and targets not counted)."""
+        train = sum(p.numel() for m in (self.ofenet, self.actor, self.critic1, self.critic2) for p in weights_of(m))
+        deploy = sum(p.numel() for m in (self.ofenet.state, self.actor) for p in weights_of(m))
+        return {"train": train, "deploy": deploy}
+
+    def expected_param_counts(self) -> dict[str, float]:
+        structure, widths = self.structure(), self.expected_widths()
+        return {"train": float(expected_params(structure, widths)),
+                "deploy": float(expected_params(structure, widths, deploy_only=True))}
+
+    def flops(self) -> dict[str, int]:
+        """Forward FLOPs per sample of the deployable policy (one env step) and of the whole model."""
+        structure = self.structure()
+        return {"env_step": int(expected_flops(structure, {}, deploy_only=True)),
+                "forward": int(expected_flops(structure, {}))}
+
+    # ----- optimizers ----------------------------------------------------------------------------------------------
+    def make_optimizers(self) -> None:
+        lr, hp = self.hparams["lr"], self.hparams
+        self.ofenet_optimizer = torch.optim.Adam(weights_of(self.ofenet), lr=hp["ofenet_lr"])
+        self.actor_optimizer = torch.optim.Adam(weights_of(self.actor), lr=lr)
+        self.critic_optimizer = torch.optim.Adam(weights_of(self.critic1) + weights_of(self.critic2), lr=lr)
+        self.ent_coef_optimizer = torch.optim.Adam([self.log_ent_coef], lr=lr)
+        gate_params = [g.pi for g in self.gates().values()]
+        self.gate_optimizer = torch.optim.Adam(gate_params, lr=hp["pi_lr"]) if gate_params else None
+
+    # ----- acting --------------------------------------------------------------------------------------------------
+    def _predict(self, observation: Tensor, deterministic: bool = False) -> Tensor:
+        z_s = self.ofenet.z_s(observation)
+        if deterministic:
+            return self.actor.deterministic(z_s)
+        return self.actor.sample(z_s)[0]
+
+    def forward(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        return self._predict(obs, deterministic)
+
+    def set_training_mode(self, mode: bool) -> None:
+        # OFENet's BN stays on running statistics; only its auxiliary update switches it (OFENet.aux_mode).
+        super().set_training_mode(mode)
+        self.ofenet.eval()
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(widths=self.widths.to_dict(), gated=self.gated, pi_init=self.pi_init)
+        return data

@@ -1,0 +1,129 @@
+"""The model as data: the width of every layer and the ordered input groups of every layer.
+
+A *group* is a block of features that is kept or removed unit by unit: the raw observation, the action, or the
+output units of one gated layer. Every layer reads a concatenation of groups in a fixed order (an OFENet layer reads
+the observation and every earlier layer of its block, the actor's first layer reads ``z_s``, a critic's first layer
+and the auxiliary head read ``z_sa``). Three things are derived from this one description: building the networks
+(:mod:`xinet_rl.policy`), the expected parameter count (:mod:`xinet_rl.cost`) and, for pruning, the offsets of a
+unit's column in every consumer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+OBS, ACT = "obs", "act"
+CRITICS = ("critic1", "critic2")
+
+
+@dataclass
+class Widths:
+    """Current width of every layer; a pruned model is rebuilt from this alone."""
+
+    obs_dim: int
+    act_dim: int
+    aux_dim: int
+    state: list[int] = field(default_factory=list)  # OFENet state block, one entry per DenseNet layer
+    state_action: list[int] = field(default_factory=list)  # OFENet state-action block
+    actor: list[int] = field(default_factory=lambda: [256, 256])
+    critic1: list[int] = field(default_factory=lambda: [256, 256])
+    critic2: list[int] = field(default_factory=lambda: [256, 256])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Widths":
+        return cls(**{k: (list(v) if isinstance(v, list) else int(v)) for k, v in data.items()})
+
+    def networks(self) -> dict[str, list[int]]:
+        """Layer widths per network name, as reported in ``summary.json``."""
+        return {
+            "ofenet_state": list(self.state),
+            "ofenet_state_action": list(self.state_action),
+            "actor": list(self.actor),
+            "critic1": list(self.critic1),
+            "critic2": list(self.critic2),
+        }
+
+    @property
+    def z_s_dim(self) -> int:
+        return self.obs_dim + sum(self.state)
+
+    @property
+    def z_sa_dim(self) -> int:
+        return self.z_s_dim + self.act_dim + sum(self.state_action)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One linear layer: the groups it reads (in concatenation order) and what it writes.
+
+    ``out`` is the name of the layer's own gated group, or ``None`` for an ungated head of ``out_dim`` outputs.
+    ``network`` says which loss owns the layer; ``deploy`` marks the layers of the deployable policy.
+    """
+
+    name: str
+    inputs: tuple[str, ...]
+    out: str | None
+    out_dim: int
+    network: str
+    batchnorm: bool = False
+    deploy: bool = False
+
+
+@dataclass
+class Structure:
+    groups: dict[str, int]  # group name -> current width
+    layers: list[LayerSpec]
+
+    @property
+    def gated_groups(self) -> list[str]:
+        return [layer.out for layer in self.layers if layer.out is not None]
+
+    def consumers(self, group: str) -> list[tuple[LayerSpec, int]]:
+        """Every layer that reads ``group``, with the column offset of the group in that layer's input."""
+        found = []
+        for layer in self.layers:
+            offset = 0
+            for g in layer.inputs:
+                if g == group:
+                    found.append((layer, offset))
+                offset += self.groups[g]
+        return found
+
+
+def block_group(block: str, index: int) -> str:
+    return f"{block}.{index}"
+
+
+def build_structure(w: Widths) -> Structure:
+    groups: dict[str, int] = {OBS: w.obs_dim, ACT: w.act_dim}
+    layers: list[LayerSpec] = []
+
+    def dense_block(block: str, widths: list[int], head: tuple[str, ...], deploy: bool) -> tuple[str, ...]:
+        inputs = head
+        for i, width in enumerate(widths):
+            g = block_group(block, i)
+            groups[g] = width
+            layers.append(LayerSpec(g, inputs, g, width, "ofenet", batchnorm=True, deploy=deploy))
+            inputs = inputs + (g,)
+        return inputs
+
+    def mlp(name: str, widths: list[int], inputs: tuple[str, ...], heads: dict[str, int], deploy: bool) -> None:
+        for i, width in enumerate(widths):
+            g = block_group(name, i)
+            groups[g] = width
+            layers.append(LayerSpec(g, inputs, g, width, name if name == "actor" else "critic", deploy=deploy))
+            inputs = (g,)
+        for head, dim in heads.items():
+            layers.append(LayerSpec(f"{name}.{head}", inputs, None, dim, name if name == "actor" else "critic",
+                                    deploy=deploy))
+
+    z_s = dense_block("state", w.state, (OBS,), deploy=True)
+    z_sa = dense_block("state_action", w.state_action, z_s + (ACT,), deploy=False)
+    layers.append(LayerSpec("aux_head", z_sa, None, w.aux_dim, "ofenet"))
+    mlp("actor", w.actor, z_s, {"mu": w.act_dim, "log_std": w.act_dim}, deploy=True)
+    for critic in CRITICS:
+        mlp(critic, getattr(w, critic), z_sa, {"out": 1}, deploy=False)
+    return Structure(groups, layers)
