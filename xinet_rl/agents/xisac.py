@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.utils import polyak_update
@@ -88,78 +89,83 @@ class XiSAC(OffPolicyAlgorithm):
             gate_step = cfg.gated and self._n_updates % cfg.pi_update_every == 0
             pi_grads: dict[str, Tensor] = {}
             aux_loss = self._ofenet_update(batch_size, update_gates=False, pi_grads=pi_grads if gate_step else None)
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            ent_coef = p.log_ent_coef.detach().exp()
-
-            # Features in mean mode with BN on running statistics; RL losses never step OFENet.
-            with torch.no_grad():
-                z_s = p.ofenet.z_s(data.observations)
-                z_sa = p.ofenet.z_sa(z_s, data.actions)
-                next_z_s = p.ofenet.z_s(data.next_observations)
-                next_action, next_log_prob, _ = p.actor.sample(next_z_s)
-                next_z_sa = p.ofenet.z_sa(next_z_s, next_action)
-                next_q = torch.min(p.critic1_target(next_z_sa), p.critic2_target(next_z_sa))
-                target_q = data.rewards.flatten() + (1 - data.dones.flatten()) * self.gamma * (
-                    next_q - ent_coef * next_log_prob)
-
-            # Critics: each on its own sampled masks.
-            tapes = (MaskTape(generator=self.gate_rng), MaskTape(generator=self.gate_rng))
-            q1, q2 = p.critic1(z_sa, tapes[0]), p.critic2(z_sa, tapes[1])
-            critic_loss = 0.5 * (F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q))
-            n1 = len(tapes[0].masks)
-            weight_grads, mask_grads = self._grads(p.critic_optimizer, critic_loss, tapes[0].masks + tapes[1].masks,
-                                                   keep_graph=gate_step)
-            if gate_step:  # 0.5·mean_b (q_b − y_b)²: B·∂²L/∂q_b² = 1 for each critic
-                scale = p.loss_scales["critic"].update(critic_loss)
-                for prefix, q, masks, grads in (("critic1", q1, tapes[0].masks, mask_grads[:n1]),
-                                                ("critic2", q2, tapes[1].masks, mask_grads[n1:])):
-                    self._collect(pi_grads, prefix, self._loss_pi_grads(masks, grads, q, gn_coef=1.0), scale)
-            self._apply(p.critic_optimizer, weight_grads)
-
-            # Actor: sampled actor masks, critics and OFENet in mean mode; gradient reaches the action through z_sa.
-            tape = MaskTape(generator=self.gate_rng)
-            action, log_prob, noise = p.actor.sample(z_s, tape)
-
-            def per_sample_actor_loss(masks: list[Tensor] | None, a: Tensor = action, lp: Tensor = log_prob) -> Tensor:
-                if masks is not None:
-                    a, lp, _ = p.actor.sample(z_s, MaskTape(replay=masks), noise)
-                z = p.ofenet.z_sa(z_s, a)
-                return ent_coef * lp - torch.min(p.critic1(z), p.critic2(z))
-
-            actor_losses = per_sample_actor_loss(None)
-            actor_loss = actor_losses.mean()
-            weight_grads, mask_grads = self._grads(p.actor_optimizer, actor_loss, tape.masks, keep_graph=False)
-            if gate_step:
-                if cfg.gate_estimator == "curvature":
-                    grads = flip_difference(tape.masks, mask_grads, actor_losses, per_sample_actor_loss, self.gate_rng)
-                else:
-                    grads = straight_through(tape.masks, mask_grads)
-                # The actor loss has an arbitrary offset (−Q): its scale is the spread of the per-sample losses.
-                self._collect(pi_grads, "actor", grads, p.loss_scales["actor"].update(actor_losses.detach().std()))
-            self._apply(p.actor_optimizer, weight_grads)
-
-            # Entropy temperature.
-            ent_loss = -(p.log_ent_coef * (log_prob.detach() + self.target_entropy)).mean()
-            p.ent_coef_optimizer.zero_grad(set_to_none=True)
-            ent_loss.backward()
-            p.ent_coef_optimizer.step()
-
-            # Gates: loss part / s_k plus α ∂C/∂π, projected SGD (Adam) step.
-            if gate_step:
+            losses = self._sac_update(batch_size, pi_grads if gate_step else None)
+            if gate_step:  # gates: loss part / s_k plus α ∂C/∂π, one projected Adam step
                 self._gate_step(pi_grads)
-
-            # Targets: Polyak copies of critic weights and gate parameters.
-            with torch.no_grad():
-                for online, target in ((p.critic1, p.critic1_target), (p.critic2, p.critic2_target)):
-                    polyak_update(online.parameters(), target.parameters(), self.tau)
             self._n_updates += 1
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/aux_loss", aux_loss.item())
-        self.logger.record("train/critic_loss", critic_loss.item())
-        self.logger.record("train/actor_loss", actor_loss.item())
-        self.logger.record("train/ent_coef_loss", ent_loss.item())
-        self.logger.record("train/ent_coef", ent_coef.item())
+        for name, value in losses.items():
+            self.logger.record(f"train/{name}", value.item())
+
+    def _sac_update(self, batch_size: int, pi_grads: dict[str, Tensor] | None) -> dict[str, Tensor]:
+        """Critic, actor, temperature and target updates on one minibatch. OFENet is only read (mean mode, BN on
+        running statistics); with ``pi_grads`` the actor's and critics' gate gradients are collected into it."""
+        p = self.policy
+        gate_step = pi_grads is not None
+        data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+        ent_coef = p.log_ent_coef.detach().exp()
+
+        # Features in mean mode with BN on running statistics; RL losses never step OFENet.
+        with torch.no_grad():
+            z_s = p.ofenet.z_s(data.observations)
+            z_sa = p.ofenet.z_sa(z_s, data.actions)
+            next_z_s = p.ofenet.z_s(data.next_observations)
+            next_action, next_log_prob, _ = p.actor.sample(next_z_s)
+            next_z_sa = p.ofenet.z_sa(next_z_s, next_action)
+            next_q = torch.min(p.critic1_target(next_z_sa), p.critic2_target(next_z_sa))
+            target_q = data.rewards.flatten() + (1 - data.dones.flatten()) * self.gamma * (
+                next_q - ent_coef * next_log_prob)
+
+        # Critics: each on its own sampled masks.
+        tapes = (MaskTape(generator=self.gate_rng), MaskTape(generator=self.gate_rng))
+        q1, q2 = p.critic1(z_sa, tapes[0]), p.critic2(z_sa, tapes[1])
+        critic_loss = 0.5 * (F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q))
+        n1 = len(tapes[0].masks)
+        weight_grads, mask_grads = self._grads(p.critic_optimizer, critic_loss, tapes[0].masks + tapes[1].masks,
+                                               keep_graph=gate_step)
+        if gate_step:  # 0.5·mean_b (q_b − y_b)²: B·∂²L/∂q_b² = 1 for each critic
+            scale = p.loss_scales["critic"].update(critic_loss)
+            for prefix, q, masks, grads in (("critic1", q1, tapes[0].masks, mask_grads[:n1]),
+                                            ("critic2", q2, tapes[1].masks, mask_grads[n1:])):
+                self._collect(pi_grads, prefix, self._loss_pi_grads(masks, grads, q, gn_coef=1.0), scale)
+        self._apply(p.critic_optimizer, weight_grads)
+
+        # Actor: sampled actor masks, critics and OFENet in mean mode; gradient reaches the action through z_sa.
+        tape = MaskTape(generator=self.gate_rng)
+        action, log_prob, noise = p.actor.sample(z_s, tape)
+
+        def per_sample_actor_loss(masks: list[Tensor] | None, a: Tensor = action, lp: Tensor = log_prob) -> Tensor:
+            if masks is not None:
+                a, lp, _ = p.actor.sample(z_s, MaskTape(replay=masks), noise)
+            z = p.ofenet.z_sa(z_s, a)
+            return ent_coef * lp - torch.min(p.critic1(z), p.critic2(z))
+
+        actor_losses = per_sample_actor_loss(None)
+        actor_loss = actor_losses.mean()
+        weight_grads, mask_grads = self._grads(p.actor_optimizer, actor_loss, tape.masks, keep_graph=False)
+        if gate_step:
+            if self.config.gate_estimator == "curvature":
+                grads = flip_difference(tape.masks, mask_grads, actor_losses, per_sample_actor_loss, self.gate_rng)
+            else:
+                grads = straight_through(tape.masks, mask_grads)
+            # The actor loss has an arbitrary offset (−Q): its scale is the spread of the per-sample losses.
+            self._collect(pi_grads, "actor", grads, p.loss_scales["actor"].update(actor_losses.detach().std()))
+        self._apply(p.actor_optimizer, weight_grads)
+
+        # Entropy temperature.
+        ent_loss = -(p.log_ent_coef * (log_prob.detach() + self.target_entropy)).mean()
+        p.ent_coef_optimizer.zero_grad(set_to_none=True)
+        ent_loss.backward()
+        p.ent_coef_optimizer.step()
+
+        # Targets: Polyak copies of critic weights and gate parameters.
+        with torch.no_grad():
+            for online, target in ((p.critic1, p.critic1_target), (p.critic2, p.critic2_target)):
+                polyak_update(online.parameters(), target.parameters(), self.tau)
+        return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
+                "ent_coef_loss": ent_loss.detach(), "ent_coef": ent_coef}
 
     def _ofenet_update(self, batch_size: int, update_gates: bool, pi_grads: dict[str, Tensor] | None = None) -> Tensor:
         """One auxiliary (next-observation MSE) step on OFENet weights, BN on batch statistics.
@@ -275,14 +281,15 @@ class XiSAC(OffPolicyAlgorithm):
         model = cls(env=None, config=config, device=device, widths=widths, _init_setup_model=False, **kwargs)
         model.observation_space, model.action_space = obs_space, act_space
         if env is not None:
-            model.set_env(env)
-        else:
-            model.n_envs = 1
+            env = model._wrap_env(maybe_make_env(env, model.verbose), model.verbose)
+        model.n_envs = 1 if env is None else env.num_envs
         model._setup_model()
         try:
             model.policy.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise ModelFileError(f"{path}: weights do not match the stored widths ({str(exc).splitlines()[0]})") from None
+        if env is not None:
+            model.set_env(env)
         model.num_timesteps = int(meta.get("num_timesteps", 0))
         model._n_updates = int(meta.get("n_updates", 0))
         return model

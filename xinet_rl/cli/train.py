@@ -6,6 +6,7 @@ and ``summary.json``. Everything is validated before the directory is created, s
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import time
@@ -49,9 +50,9 @@ def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise UsageError(f"expected a non-negative integer, got {text!r}") from None
+        value = -1
     if value < 0:
-        raise UsageError(f"expected a non-negative integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return value
 
 

@@ -1,0 +1,116 @@
+"""XiSAC as a stable-baselines3 algorithm: update invariants, save/load, evaluate_policy and EvalCallback."""
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.callbacks import EvalCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+
+from xinet_rl import XiSAC
+from xinet_rl.envs import make_env
+from xinet_rl.io import ModelFileError
+
+SMALL = dict(ofenet_layers=2, ofenet_units=8, actor_widths=[32, 32], critic_widths=[32, 32], learning_starts=200,
+             ofenet_pretrain_steps=20, batch_size=64, buffer_size=2000, pi_init=0.9)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", **SMALL)
+    model.learn(300)
+    return model
+
+
+def _ofenet_state(model):
+    return {k: v.clone() for k, v in model.policy.ofenet.state_dict().items()}
+
+
+def test_rl_update_leaves_ofenet_untouched(trained):
+    before = _ofenet_state(trained)
+    actor_before = [p.clone() for p in trained.policy.actor.parameters()]
+    trained._sac_update(64, pi_grads={})
+    after = _ofenet_state(trained)
+    for key in before:  # weights, π and BN running statistics alike
+        assert torch.equal(before[key], after[key]), key
+    assert any(not torch.equal(a, b) for a, b in zip(actor_before, trained.policy.actor.parameters()))
+
+
+def test_aux_update_steps_weights_and_bn_statistics(trained):
+    before = _ofenet_state(trained)
+    trained._ofenet_update(64, update_gates=False)
+    after = _ofenet_state(trained)
+    assert not torch.equal(before["state.layers.0.bn.running_mean"], after["state.layers.0.bn.running_mean"])
+    assert not torch.equal(before["state.layers.0.linear.weight"], after["state.layers.0.linear.weight"])
+    assert torch.equal(before["state.layers.0.gate.pi"], after["state.layers.0.gate.pi"])
+    assert not trained.policy.ofenet.training  # back on running statistics
+
+
+def test_acting_does_not_touch_bn_statistics(trained):
+    before = _ofenet_state(trained)
+    trained.policy.set_training_mode(True)
+    trained.predict(np.zeros((4, 17), dtype=np.float32))
+    trained.policy.set_training_mode(False)
+    assert all(torch.equal(v, _ofenet_state(trained)[k]) for k, v in before.items())
+
+
+def test_gate_step_keeps_pi_in_unit_interval_and_moves_it(trained):
+    pis = {g: gate.pi.detach().clone() for g, gate in trained.policy.gates().items()}
+    grads = {}
+    trained._ofenet_update(64, update_gates=False, pi_grads=grads)
+    trained._sac_update(64, pi_grads=grads)
+    assert set(grads) == set(pis)
+    trained._gate_step(grads)
+    for g, gate in trained.policy.gates().items():
+        assert gate.pi.min() >= 0 and gate.pi.max() <= 1
+        assert not torch.equal(gate.pi.detach(), pis[g]), g
+
+
+def test_save_load_round_trip_predicts_identically(trained, tmp_path):
+    path = tmp_path / "model.safetensors"
+    trained.save(path)
+    loaded = XiSAC.load(path, device="cpu")
+    obs = np.random.default_rng(0).normal(size=(16, 17)).astype(np.float32)
+    np.testing.assert_array_equal(trained.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    for key, value in trained.policy.state_dict().items():
+        assert torch.equal(value, loaded.policy.state_dict()[key]), key
+    assert loaded.policy.widths == trained.policy.widths
+    assert loaded.num_timesteps == trained.num_timesteps
+    # Loading is a classmethod that returns the model; the file holds no pickle.
+    assert b"pickle" not in path.read_bytes()[:200] and path.read_bytes()[8:9] == b"{"
+
+
+def test_loaded_model_continues_training(trained, tmp_path):
+    path = tmp_path / "model.safetensors"
+    trained.save(path)
+    loaded = XiSAC.load(path, env=make_env("HalfCheetah-v4", seed=1), device="cpu")
+    loaded.learn(250, reset_num_timesteps=False)
+    assert loaded.num_timesteps == trained.num_timesteps + 250
+
+
+def test_foreign_and_truncated_files_are_rejected(tmp_path):
+    foreign = tmp_path / "foreign.safetensors"
+    foreign.write_bytes(b"\x80\x04\x95not a model")  # a pickle header
+    with pytest.raises(ModelFileError, match="not a valid safetensors"):
+        XiSAC.load(foreign)
+    with pytest.raises(ModelFileError, match="not found"):
+        XiSAC.load(tmp_path / "missing.safetensors")
+
+
+def test_evaluate_policy_and_eval_callback(trained, tmp_path):
+    env = Monitor(make_env("HalfCheetah-v4", seed=5))
+    rewards, lengths = evaluate_policy(trained, env, n_eval_episodes=1, return_episode_rewards=True)
+    assert len(rewards) == 1 and lengths == [1000] and np.isfinite(rewards[0])
+    callback = EvalCallback(Monitor(make_env("HalfCheetah-v4", seed=6)), n_eval_episodes=1, eval_freq=100,
+                            log_path=str(tmp_path), verbose=0)
+    trained.learn(100, callback=callback, reset_num_timesteps=False)
+    assert callback.n_calls == 100 and len(callback.evaluations_results) == 1
+    assert (tmp_path / "evaluations.npz").exists()
+
+
+def test_ungated_variant_has_no_gates():
+    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", gated=False, **SMALL)
+    assert model.policy.gates() == {} and model.policy.gate_optimizer is None
+    assert not any(name.endswith(".pi") for name, _ in model.policy.named_parameters())
+    model.learn(250)
+    assert model.num_timesteps == 250

@@ -1,0 +1,215 @@
+"""``xinet-train`` as a real subprocess: one short end-to-end run whose artifacts are all checked, and bad input that
+must fail in one line with exit code 2 and leave no run directory behind."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ENV_ID = "HalfCheetah-v4"
+TOTAL_STEPS = 1100  # HalfCheetah episodes are 1000 steps: one episode ends, so the training logs are dumped once
+EVAL_FREQ = 500
+OVERRIDES = {"learning_starts": 150, "ofenet_pretrain_steps": 10, "batch_size": 32, "eval_freq": EVAL_FREQ,
+             "eval_episodes": 1, "buffer_size": 2000}
+EVAL_COLUMNS = ["step", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
+                "params_train", "params_deploy"]
+NETWORKS = ["ofenet_state", "ofenet_state_action", "actor", "critic1", "critic2"]
+
+
+def run_train(args: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "xinet_rl.cli.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# ----- end to end ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One short training run shared by the artifact tests: (completed process, run directory)."""
+    cwd = tmp_path_factory.mktemp("train")
+    out = cwd / "run"
+    args = ["--env", ENV_ID, "--total-steps", str(TOTAL_STEPS), "--no-progress", "--out", str(out), "--device", "cpu"]
+    for key, value in OVERRIDES.items():
+        args += ["--set", f"{key}={value}"]
+    proc = run_train(args, cwd)
+    assert proc.returncode == 0, f"xinet-train failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
+    return proc, out
+
+
+def read_evaluations(run_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with (run_dir / "evaluations.csv").open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def test_train_exits_cleanly_and_reports(run):
+    proc, out = run
+    assert "Traceback" not in proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"xinet-train: {ENV_ID} seed 0: final return")
+    assert str(out) in last
+    names = {p.name for p in out.iterdir()}
+    assert {"config.yaml", "evaluations.csv", "model.safetensors", "summary.json"} <= names
+
+
+def test_config_yaml_is_resolved(run):
+    _, out = run
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert isinstance(config, dict)
+    assert config["env"] == ENV_ID
+    assert config["seed"] == 0
+    assert config["total_steps"] == TOTAL_STEPS
+    for key, value in OVERRIDES.items():
+        assert config[key] == value, key
+    # the shipped HalfCheetah.yaml applies under the overrides
+    assert config["ofenet_layers"] == 8 and config["ofenet_units"] == 30
+    assert config["prune_strength"] == pytest.approx(0.1)
+
+
+def test_tensorboard_events_hold_training_and_gate_logs(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, out = run
+    events = list(out.glob("events.out.tfevents.*"))
+    assert events, f"no TensorBoard event file in {sorted(p.name for p in out.iterdir())}"
+    acc = EventAccumulator(str(out), size_guidance={"scalars": 0, "histograms": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    scalars = set(tags["scalars"])
+    for tag in ["eval/mean_reward", "train/critic_loss", "train/actor_loss", "train/aux_loss", "train/ent_coef",
+                "gates/sum_pi/actor", "params/expected_train"]:
+        assert tag in scalars, f"scalar {tag} missing; have {sorted(scalars)}"
+    histograms = [t for t in tags["histograms"] if t.startswith("gates/pi/")]
+    assert histograms, f"no gates/pi/ histogram; have {sorted(tags['histograms'])}"
+    # eval/mean_reward is logged at each periodic evaluation, at the step it ran
+    assert [e.step for e in acc.Scalars("eval/mean_reward")] == list(range(EVAL_FREQ, TOTAL_STEPS + 1, EVAL_FREQ))
+    for e in acc.Scalars("train/critic_loss"):
+        assert np.isfinite(e.value)
+    assert 0 < acc.Scalars("params/expected_train")[-1].value <= 652678
+
+
+def test_evaluations_csv_rows_at_each_eval_and_final_step(run):
+    _, out = run
+    header, rows = read_evaluations(out)
+    assert header == EVAL_COLUMNS
+    expected_steps = list(range(EVAL_FREQ, TOTAL_STEPS + 1, EVAL_FREQ))
+    if expected_steps[-1] != TOTAL_STEPS:
+        expected_steps.append(TOTAL_STEPS)
+    assert [int(r["step"]) for r in rows] == expected_steps
+    for r in rows:
+        assert np.isfinite(float(r["return_mean"]))
+        assert float(r["return_std"]) >= 0
+        assert 0 < float(r["expected_params_train"]) <= 652678
+        assert 0 < float(r["expected_params_deploy"]) <= 164924
+        assert 0 < int(r["params_deploy"]) <= int(r["params_train"]) <= 652678
+
+
+def test_summary_json(run):
+    _, out = run
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ["env", "seed", "total_steps", "final_eval_return_mean", "final_eval_return_std", "steps_per_second",
+                "params_initial", "params_final", "widths_initial", "widths_final"]:
+        assert key in summary, key
+    assert summary["env"] == ENV_ID
+    assert summary["seed"] == 0
+    assert summary["total_steps"] == TOTAL_STEPS
+    assert summary["steps_per_second"] > 0
+    for name in ["params_initial", "params_final"]:
+        counts = summary[name]
+        assert set(counts) >= {"train", "deploy"}
+        assert all(isinstance(counts[k], int) and not isinstance(counts[k], bool) for k in ("train", "deploy"))
+    assert summary["params_initial"] == {"train": 652678, "deploy": 164924}
+    assert 0 < summary["params_final"]["deploy"] <= summary["params_final"]["train"] <= 652678
+
+    initial = summary["widths_initial"]
+    assert initial == {"ofenet_state": [30] * 8, "ofenet_state_action": [30] * 8, "actor": [256, 256],
+                       "critic1": [256, 256], "critic2": [256, 256]}
+    final = summary["widths_final"]
+    assert sorted(final) == sorted(NETWORKS)
+    for name in NETWORKS:
+        assert all(isinstance(w, int) and w >= 0 for w in final[name]), name
+        assert len(final[name]) <= len(initial[name]), name
+
+    _, rows = read_evaluations(out)
+    assert summary["final_eval_return_mean"] == float(rows[-1]["return_mean"])
+    assert summary["final_eval_return_std"] == float(rows[-1]["return_std"])
+    assert summary["params_final"]["train"] == int(rows[-1]["params_train"])
+    assert summary["params_final"]["deploy"] == int(rows[-1]["params_deploy"])
+
+
+def test_model_loads_and_predicts(run):
+    from xinet_rl import XiSAC
+    from xinet_rl.envs import make_env
+
+    _, out = run
+    summary = json.loads((out / "summary.json").read_text())
+    model = XiSAC.load(out / "model.safetensors", device="cpu")
+    assert model.num_timesteps == TOTAL_STEPS
+    assert model.policy.param_counts()["train"] == summary["params_final"]["train"]
+    assert model.policy.widths.networks() == summary["widths_final"]
+    env = make_env(ENV_ID, seed=123)
+    try:
+        obs, _ = env.reset(seed=123)
+        action, _ = model.predict(obs, deterministic=True)
+        again, _ = model.predict(obs, deterministic=True)
+    finally:
+        env.close()
+    assert action.shape == env.action_space.shape
+    assert np.all(np.isfinite(action))
+    assert np.all(action >= env.action_space.low) and np.all(action <= env.action_space.high)
+    np.testing.assert_array_equal(action, again)
+
+
+# ----- bad input -------------------------------------------------------------------------------------------------------
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return path.name
+
+
+BAD_INPUT = [
+    pytest.param(lambda d: ["--env", "HalfCheetah-v9"],
+                 ["unknown environment", "HalfCheetah-v9", "HalfCheetah-v4", "HalfCheetah-v5"], id="unknown-env-version"),
+    pytest.param(lambda d: ["--env", "HalfCheeta-v4"],
+                 ["unknown environment", "HalfCheeta-v4", "did you mean", "HalfCheetah-v4"], id="misspelled-env"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "prune_strenght=0.1"],
+                 ["unknown config key", "prune_strenght", "prune_strength"], id="unknown-set-key"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "foo"],
+                 ["malformed --set", "foo", "key=value"], id="set-without-equals"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "batch_size=-5"],
+                 ["batch_size", "negative", "-5"], id="negative-batch-size"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "pi_lr=abc"],
+                 ["pi_lr", "number", "abc"], id="non-numeric-pi-lr"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--total-steps", "-3"],
+                 ["--total-steps", "-3", "non-negative"], id="negative-total-steps"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--config", "missing.yaml"],
+                 ["config file", "not found", "missing.yaml"], id="missing-config-file"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--config", _write(d / "broken.yaml", "a: [1, 2\n")],
+                 ["broken.yaml", "not valid YAML"], id="invalid-yaml-config"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--config", _write(d / "typo.yaml", "prune_strenght: 0.1\n")],
+                 ["unknown config key", "prune_strenght", "prune_strength", "typo.yaml"], id="unknown-key-in-config"),
+]
+
+
+@pytest.mark.parametrize("make_args, words", BAD_INPUT)
+def test_bad_input_fails_in_one_line_and_leaves_nothing(tmp_path, make_args, words):
+    out = tmp_path / "run"
+    proc = run_train(make_args(tmp_path) + ["--no-progress", "--out", str(out)], tmp_path, timeout=60)
+    assert proc.returncode == 2, f"rc {proc.returncode}, stderr:\n{proc.stderr[-4000:]}"
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{proc.stderr}"
+    message = lines[0]
+    assert message.startswith("xinet-train: error: "), message
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    assert not out.exists(), "a run directory was left behind"
+    # nothing else was created either (no default runs/ directory): only the config files this test wrote
+    assert {p.name for p in tmp_path.iterdir()} <= {"broken.yaml", "typo.yaml"}

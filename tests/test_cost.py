@@ -1,0 +1,104 @@
+"""The cost model against explicit parameter counts of networks built with the kept widths."""
+
+import random
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from xinet_rl.cost import CostRegularizer, expected_params
+from xinet_rl.policy import XiPolicy
+from xinet_rl.structure import Widths, build_structure
+
+OBS = gym.spaces.Box(-np.inf, np.inf, (17,), np.float32)
+ACT = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
+HALF_CHEETAH = Widths(17, 6, 17, [30] * 8, [30] * 8, [256, 256], [256, 256], [256, 256])
+
+
+def build(widths: Widths) -> XiPolicy:
+    return XiPolicy(OBS, ACT, lambda _: 3e-4, widths=widths.to_dict())
+
+
+def kept_widths(base: Widths, masks: dict[str, np.ndarray]) -> Widths:
+    """The architecture that remains when the units with a 0 gate are removed (empty DenseNet layers vanish)."""
+    def block(name, widths):
+        return [int(masks[f"{name}.{i}"].sum()) for i in range(len(widths)) if masks[f"{name}.{i}"].sum() > 0]
+
+    def mlp(name, widths):
+        return [int(masks[f"{name}.{i}"].sum()) for i in range(len(widths))]
+
+    return Widths(base.obs_dim, base.act_dim, base.aux_dim, block("state", base.state),
+                  block("state_action", base.state_action), mlp("actor", base.actor), mlp("critic1", base.critic1),
+                  mlp("critic2", base.critic2))
+
+
+def random_masks(base: Widths, rng: np.random.Generator, keep: float) -> dict[str, np.ndarray]:
+    structure = build_structure(base)
+    masks = {}
+    for g in structure.gated_groups:
+        m = (rng.random(structure.groups[g]) < keep).astype(np.float64)
+        if not g.startswith("state") and m.sum() == 0:
+            m[0] = 1.0  # an MLP hidden layer keeps at least one unit
+        if g == "state.2":
+            m[:] = 0.0  # one DenseNet layer removed entirely
+        masks[g] = m
+    return masks
+
+
+def test_unpruned_counts_match_the_ofenet_paper_sizes():
+    policy = build(HALF_CHEETAH)
+    counts = policy.param_counts()
+    # OFENet 119,040 + aux head 8,568, actor 134,924, critics 2 x 195,073 (REFERENCE.md)
+    assert counts == {"train": 127_608 + 134_924 + 2 * 195_073, "deploy": 30_000 + 134_924}
+    assert expected_params(policy.structure(), {}) == counts["train"]
+    assert expected_params(policy.structure(), {}, deploy_only=True) == counts["deploy"]
+
+
+@pytest.mark.parametrize("seed,keep", [(0, 0.5), (1, 0.2), (2, 0.9)])
+def test_expected_params_equal_explicit_count_for_random_binary_gates(seed, keep):
+    rng = np.random.default_rng(seed)
+    masks = random_masks(HALF_CHEETAH, rng, keep)
+    structure = build_structure(HALF_CHEETAH)
+    widths = {g: torch.tensor(m).sum() for g, m in masks.items()}
+    rebuilt = build(kept_widths(HALF_CHEETAH, masks)).param_counts()
+    assert float(expected_params(structure, widths)) == rebuilt["train"]
+    assert float(expected_params(structure, widths, deploy_only=True)) == rebuilt["deploy"]
+
+
+def test_gradient_equals_marginal_counts():
+    """∂C/∂π_j = (parameters with unit j kept) − (parameters with it removed), counted on rebuilt networks."""
+    rng = np.random.default_rng(3)
+    masks = random_masks(HALF_CHEETAH, rng, 0.6)
+    structure = build_structure(HALF_CHEETAH)
+    train0 = float(expected_params(structure, {}))
+    regularizer = CostRegularizer(alpha=1.0, beta=0.0, train0=train0, deploy0=1.0)
+    pis = {g: torch.tensor(m, dtype=torch.float64) for g, m in masks.items()}
+    grads = regularizer.pi_grads(structure, pis)
+    picker = random.Random(0)
+    for group in ("state.0", "state.5", "state_action.1", "state_action.7", "actor.0", "actor.1", "critic1.0",
+                  "critic2.1"):
+        unit = picker.randrange(len(masks[group]))
+        on = {g: m.copy() for g, m in masks.items()}
+        off = {g: m.copy() for g, m in masks.items()}
+        on[group][unit], off[group][unit] = 1.0, 0.0
+        if off[group].sum() == 0 and not group.startswith("state"):
+            continue
+        marginal = (build(kept_widths(HALF_CHEETAH, on)).param_counts()["train"]
+                    - build(kept_widths(HALF_CHEETAH, off)).param_counts()["train"])
+        assert grads[group][unit].item() * train0 == pytest.approx(marginal, rel=1e-9), group
+
+
+def test_deploy_mix_weights_the_deployable_cost():
+    structure = build_structure(HALF_CHEETAH)
+    train0 = float(expected_params(structure, {}))
+    deploy0 = float(expected_params(structure, {}, deploy_only=True))
+    pis = {g: torch.ones(structure.groups[g]) for g in structure.gated_groups}
+    only_deploy = CostRegularizer(1.0, 1.0, train0, deploy0).pi_grads(structure, pis)
+    assert only_deploy["critic1.0"].abs().max() == 0  # critics are not part of the deployable policy
+    assert only_deploy["state_action.0"].abs().max() == 0
+    assert only_deploy["actor.0"].min() > 0 and only_deploy["state.0"].min() > 0
+    # A state-block unit feeds every later layer and both heads: its marginal cost is many times its fan-in.
+    full = CostRegularizer(1.0, 0.0, train0, deploy0).pi_grads(structure, pis)
+    fan_in_cost = (17 + 1 + 2) / train0
+    assert full["state.0"][0].item() > 20 * fan_in_cost
