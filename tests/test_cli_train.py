@@ -19,8 +19,8 @@ TOTAL_STEPS = 1100  # HalfCheetah episodes are 1000 steps: one episode ends, so 
 EVAL_FREQ = 500
 OVERRIDES = {"learning_starts": 150, "ofenet_pretrain_steps": 10, "batch_size": 32, "eval_freq": EVAL_FREQ,
              "eval_episodes": 1, "buffer_size": 2000}
-EVAL_COLUMNS = ["step", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
-                "params_train", "params_deploy"]
+EVAL_COLUMNS = ["step", "event", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
+                "params_train", "params_deploy", "flops_update", "flops_env_step", "update_ms", "widths"]
 NETWORKS = ["ofenet_state", "ofenet_state_action", "actor", "critic1", "critic2"]
 
 
@@ -47,7 +47,7 @@ def run(tmp_path_factory):
 def read_evaluations(run_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
     with (run_dir / "evaluations.csv").open(newline="") as handle:
         reader = csv.DictReader(handle)
-        return list(reader.fieldnames or []), list(reader)
+        return list(reader.fieldnames or []), [r for r in reader if r["event"] == "eval"]
 
 
 def test_train_exits_cleanly_and_reports(run):
@@ -93,7 +93,7 @@ def test_tensorboard_events_hold_training_and_gate_logs(run):
     assert [e.step for e in acc.Scalars("eval/mean_reward")] == list(range(EVAL_FREQ, TOTAL_STEPS + 1, EVAL_FREQ))
     for e in acc.Scalars("train/critic_loss"):
         assert np.isfinite(e.value)
-    assert 0 < acc.Scalars("params/expected_train")[-1].value <= 652678
+    assert 0 < acc.Scalars("params/expected_train")[-1].value <= 652198
 
 
 def test_evaluations_csv_rows_at_each_eval_and_final_step(run):
@@ -107,9 +107,9 @@ def test_evaluations_csv_rows_at_each_eval_and_final_step(run):
     for r in rows:
         assert np.isfinite(float(r["return_mean"]))
         assert float(r["return_std"]) >= 0
-        assert 0 < float(r["expected_params_train"]) <= 652678
-        assert 0 < float(r["expected_params_deploy"]) <= 164924
-        assert 0 < int(r["params_deploy"]) <= int(r["params_train"]) <= 652678
+        assert 0 < float(r["expected_params_train"]) <= 652198
+        assert 0 < float(r["expected_params_deploy"]) <= 164684
+        assert 0 < int(r["params_deploy"]) <= int(r["params_train"]) <= 652198
 
 
 def test_summary_json(run):
@@ -126,8 +126,8 @@ def test_summary_json(run):
         counts = summary[name]
         assert set(counts) >= {"train", "deploy"}
         assert all(isinstance(counts[k], int) and not isinstance(counts[k], bool) for k in ("train", "deploy"))
-    assert summary["params_initial"] == {"train": 652678, "deploy": 164924}
-    assert 0 < summary["params_final"]["deploy"] <= summary["params_final"]["train"] <= 652678
+    assert summary["params_initial"] == {"train": 652198, "deploy": 164684}
+    assert 0 < summary["params_final"]["deploy"] <= summary["params_final"]["train"] <= 652198
 
     initial = summary["widths_initial"]
     assert initial == {"ofenet_state": [30] * 8, "ofenet_state_action": [30] * 8, "actor": [256, 256],

@@ -49,8 +49,9 @@ def random_masks(base: Widths, rng: np.random.Generator, keep: float) -> dict[st
 def test_unpruned_counts_match_the_ofenet_paper_sizes():
     policy = build(HALF_CHEETAH)
     counts = policy.param_counts()
-    # OFENet 119,040 + aux head 8,568, actor 134,924, critics 2 x 195,073 (REFERENCE.md)
-    assert counts == {"train": 127_608 + 134_924 + 2 * 195_073, "deploy": 30_000 + 134_924}
+    # OFENet 119,040 (REFERENCE.md) less the 480 redundant pre-BN biases, aux head 8,568, actor 134,924, critics
+    # 2 x 195,073
+    assert counts == {"train": 118_560 + 8_568 + 134_924 + 2 * 195_073, "deploy": 29_760 + 134_924}
     assert expected_params(policy.structure(), {}) == counts["train"]
     assert expected_params(policy.structure(), {}, deploy_only=True) == counts["deploy"]
 
@@ -100,5 +101,5 @@ def test_deploy_mix_weights_the_deployable_cost():
     assert only_deploy["actor.0"].min() > 0 and only_deploy["state.0"].min() > 0
     # A state-block unit feeds every later layer and both heads: its marginal cost is many times its fan-in.
     full = CostRegularizer(1.0, 0.0, train0, deploy0).pi_grads(structure, pis)
-    fan_in_cost = (17 + 1 + 2) / train0
+    fan_in_cost = (17 + 2) / train0
     assert full["state.0"][0].item() > 20 * fan_in_cost

@@ -3,38 +3,70 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from tqdm.auto import tqdm
 
-EVAL_COLUMNS = ["step", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
-                "params_train", "params_deploy"]
+EVAL_COLUMNS = ["step", "event", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
+                "params_train", "params_deploy", "flops_update", "flops_env_step", "update_ms", "widths"]
 
 
 class EvaluationsCSV:
-    """Appends one row per evaluation: step, return mean and std, expected and actual parameter counts."""
+    """``evaluations.csv``: one ``eval`` row per evaluation (return mean and std, expected and actual parameter counts)
+    and one ``prune`` row per pruning event (actual counts, FLOPs per update and per env step, measured update time
+    before the event, widths per layer as JSON). Rows are flushed as they are written."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.exists():
             with self.path.open("w", newline="") as handle:
                 csv.writer(handle).writerow(EVAL_COLUMNS)
-        self.last_step: int | None = None
+        self.last_eval_step: int | None = None
 
-    def append(self, step: int, returns: np.ndarray, model) -> dict:
-        expected = model.policy.expected_param_counts()
-        actual = model.policy.param_counts()
-        row = {"step": int(step), "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
-               "expected_params_train": round(expected["train"], 2),
-               "expected_params_deploy": round(expected["deploy"], 2),
-               "params_train": actual["train"], "params_deploy": actual["deploy"]}
+    def _write(self, row: dict) -> None:
         with self.path.open("a", newline="") as handle:
-            csv.writer(handle).writerow([row[c] for c in EVAL_COLUMNS])
+            csv.writer(handle).writerow([row.get(c, "") for c in EVAL_COLUMNS])
             handle.flush()
-        self.last_step = int(step)
+
+    def _model_columns(self, model) -> dict:
+        p = model.policy
+        expected, actual, flops = p.expected_param_counts(), p.param_counts(), p.flops(model.batch_size)
+        return {"expected_params_train": round(expected["train"], 2),
+                "expected_params_deploy": round(expected["deploy"], 2), "params_train": actual["train"],
+                "params_deploy": actual["deploy"], "flops_update": flops["update"], "flops_env_step": flops["env_step"],
+                "update_ms": "" if model.update_seconds is None else round(1000 * model.update_seconds, 3),
+                "widths": json.dumps(p.widths.networks(), separators=(",", ":"))}
+
+    def append_eval(self, step: int, returns: np.ndarray, model) -> dict:
+        """Write and return the row of an evaluation at ``step``."""
+        row = {"step": int(step), "event": "eval", "return_mean": float(np.mean(returns)),
+               "return_std": float(np.std(returns)), **self._model_columns(model)}
+        self._write(row)
+        self.last_eval_step = int(step)
         return row
+
+    def append_prune(self, event: dict, model) -> None:
+        row = {**self._model_columns(model), "step": event["step"], "event": "prune",
+               "update_ms": "" if event["update_ms_before"] is None else event["update_ms_before"]}
+        self._write(row)
+
+
+class RecordPruning(BaseCallback):
+    """Writes a ``prune`` row for every pruning event of the model as soon as it happens."""
+
+    def __init__(self, table: EvaluationsCSV) -> None:
+        super().__init__()
+        self.table, self.written = table, 0
+
+    def _on_step(self) -> bool:
+        events = self.model.prune_events
+        while self.written < len(events):
+            self.table.append_prune(events[self.written], self.model)
+            self.written += 1
+        return True
 
 
 class RecordEvaluation(BaseCallback):
@@ -47,7 +79,7 @@ class RecordEvaluation(BaseCallback):
     def _on_step(self) -> bool:
         parent = self.parent
         assert isinstance(parent, EvalCallback) and parent.evaluations_results
-        row = self.table.append(self.num_timesteps, np.asarray(parent.evaluations_results[-1]), self.model)
+        row = self.table.append_eval(self.num_timesteps, np.asarray(parent.evaluations_results[-1]), self.model)
         self.logger.record("eval/return_std", row["return_std"])
         if self.progress is not None:
             self.progress.latest_return = row["return_mean"]

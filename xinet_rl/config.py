@@ -46,6 +46,12 @@ class AgentConfig:
     pi_update_every: int = 1
     gate_estimator: str = "curvature"
     loss_scale_decay: float = 0.99
+    prune_start: int = 10_000  # gradient updates before the first pruning check
+    prune_interval: int = 1_000  # gradient updates between pruning checks
+    prune_eps: float = 0.0  # a unit is "at 0" when its π is at most this
+    prune_patience: int = 3  # consecutive checks at 0 before a unit is removed
+    min_units: int = 1  # an MLP hidden layer keeps at least this many units
+    prune: bool = True  # false: gates and regularizer without removing units
 
 
 @dataclass
@@ -63,7 +69,8 @@ _TYPES = {f.name: f.type for f in fields(TrainConfig)}
 _CHOICES = {"gate_estimator": ("curvature", "straight_through")}
 _UNIT_INTERVAL = {"deploy_cost_mix", "pi_init", "tau", "gamma", "loss_scale_decay"}
 _POSITIVE = {"batch_size", "buffer_size", "ofenet_units", "total_steps", "eval_freq", "eval_episodes", "learning_rate",
-             "ofenet_lr", "pi_lr", "pi_update_every", "ent_coef_init", "log_interval"}
+             "ofenet_lr", "pi_lr", "pi_update_every", "ent_coef_init", "log_interval", "prune_interval",
+             "prune_patience", "min_units"}
 
 
 def _close(word: str, options: list[str]) -> str:

@@ -1,19 +1,20 @@
 """The cost model: expected parameter counts as differentiable functions of the gate parameters ``π``.
 
 For a linear layer whose inputs are kept with probabilities ``p`` and outputs with ``q`` the expected weight count is
-``(Σp)(Σq)``, plus ``Σq`` biases and ``2Σq`` BatchNorm affine parameters. Summing over the layers of the
+``(Σp)(Σq)``, plus ``Σq`` biases, or ``2Σq`` BatchNorm affine parameters for a layer followed by BN (which has no
+bias of its own: BN's shift makes it redundant). Summing over the layers of the
 :class:`~xinet_rl.structure.Structure` gives ``C(π)``; autograd on it gives each unit's marginal cost, which in a
 DenseNet includes every later layer, the other block, the auxiliary head and the first layers of actor and critics.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from xinet_rl.structure import Structure
+from xinet_rl.structure import LayerSpec, Structure
 
 Width = Tensor | float | int
 
@@ -27,20 +28,43 @@ def expected_params(structure: Structure, widths: Mapping[str, Width], deploy_on
             continue
         fan_in = sum(widths.get(g, structure.groups[g]) for g in layer.inputs)
         out = widths.get(layer.out, structure.groups[layer.out]) if layer.out is not None else layer.out_dim
-        total = total + fan_in * out + out * (3 if layer.batchnorm else 1)
+        total = total + fan_in * out + out * (2 if layer.batchnorm else 1)
     return total
 
 
-def expected_flops(structure: Structure, widths: Mapping[str, Width], deploy_only: bool = False) -> Width:
-    """Multiply-accumulate FLOPs (2 per weight) of one forward pass for one sample through the listed layers."""
+def expected_flops(structure: Structure, widths: Mapping[str, Width], deploy_only: bool = False,
+                   where: Callable[[LayerSpec], bool] | None = None) -> Width:
+    """Matmul FLOPs (2 per weight) of one forward pass for one sample through the selected layers."""
     total: Width = 0
     for layer in structure.layers:
-        if deploy_only and not layer.deploy:
+        if (deploy_only and not layer.deploy) or (where is not None and not where(layer)):
             continue
         fan_in = sum(widths.get(g, structure.groups[g]) for g in layer.inputs)
         out = widths.get(layer.out, structure.groups[layer.out]) if layer.out is not None else layer.out_dim
         total = total + 2 * fan_in * out
     return total
+
+
+def update_flops(structure: Structure, batch: int, gated: bool = True) -> int:
+    """Matmul FLOPs of one gradient update (OFENet auxiliary step plus SAC step) at the current widths.
+
+    A forward pass counts once; a backward pass twice for layers whose weights get gradients and once for layers
+    only back-propagated through (to reach the action); the gate estimators add one backward pass (auxiliary head and
+    critics) and one forward pass (the actor's flip pass).
+    """
+    def part(test: Callable[[LayerSpec], bool]) -> int:
+        return int(expected_flops(structure, {}, where=test))
+
+    ofenet = part(lambda l: l.network == "ofenet")
+    state = part(lambda l: l.name.startswith("state."))
+    state_action = part(lambda l: l.name.startswith("state_action."))
+    actor = part(lambda l: l.network == "actor")
+    critics = part(lambda l: l.network == "critic")
+    aux_step = 3 * ofenet + (ofenet if gated else 0)
+    no_grad = 2 * state + 2 * state_action + actor + critics  # features, next action, target critics
+    critic_step = 3 * critics + (critics if gated else 0)
+    actor_step = 3 * actor + 2 * state_action + 2 * critics + ((actor + state_action + critics) if gated else 0)
+    return batch * (aux_step + no_grad + critic_step + actor_step)
 
 
 class CostRegularizer(nn.Module):

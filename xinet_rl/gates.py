@@ -18,11 +18,13 @@ ESTIMATORS = ("curvature", "straight_through")
 
 
 class Gate(nn.Module):
-    """The gate parameters ``π`` of one layer's units (initialised to ``pi_init``)."""
+    """The gate parameters ``π`` of one layer's units (initialised to ``pi_init``), and for each unit the number of
+    consecutive pruning checks at which ``π`` was at 0 (the pruner's counter, saved with the model)."""
 
     def __init__(self, units: int, pi_init: float = 1.0) -> None:
         super().__init__()
         self.pi = nn.Parameter(torch.full((units,), float(pi_init)))
+        self.register_buffer("zero_checks", torch.zeros(units, dtype=torch.long))
 
     @property
     def units(self) -> int:
@@ -90,6 +92,8 @@ def curvature_corrected(
     vector output the squared Jacobian column is a Hutchinson estimate with one Rademacher probe per sample, which
     keeps cross-sample effects (BatchNorm in train mode) in the estimate. ``outputs`` must still have its graph.
     """
+    if not masks:  # every gated layer of this network was pruned away
+        return []
     if outputs.dim() > 1 and outputs.shape[-1] > 1:
         probe = torch.randint(0, 2, outputs.shape, generator=generator, device=outputs.device).to(outputs.dtype) * 2 - 1
         projected = (outputs * probe).sum()
@@ -114,6 +118,8 @@ def flip_difference(
     unbiased for ``E[L(ξ_j=1) − L(ξ_j=0)]``; ``per_sample_loss`` must be ``ℓ_b`` with ``L = mean_b ℓ_b``, and
     ``loss_with_masks`` must recompute ``ℓ_b`` with the same noise for given masks.
     """
+    if not masks:
+        return []
     batch = masks[0].shape[0]
     sizes = [m.shape[1] for m in masks]
     total = sum(sizes)

@@ -25,7 +25,6 @@ class GatedMLP(nn.Module):
             if gated:
                 self.gates.append(Gate(units, pi_init))
             in_dim = units
-        self.out_dim = in_dim
 
     def forward(self, x: Tensor, tape: MaskTape | None = None) -> Tensor:
         for i, linear in enumerate(self.linears):
@@ -41,8 +40,8 @@ class Actor(nn.Module):
     def __init__(self, in_dim: int, widths: list[int], act_dim: int, gated: bool, pi_init: float) -> None:
         super().__init__()
         self.trunk = GatedMLP(in_dim, widths, gated, pi_init)
-        self.mu = nn.Linear(self.trunk.out_dim, act_dim)
-        self.log_std = nn.Linear(self.trunk.out_dim, act_dim)
+        self.mu = nn.Linear(widths[-1], act_dim)
+        self.log_std = nn.Linear(widths[-1], act_dim)
 
     def distribution(self, z_s: Tensor, tape: MaskTape | None = None) -> tuple[Tensor, Tensor]:
         h = self.trunk(z_s, tape)
@@ -70,7 +69,7 @@ class Critic(nn.Module):
     def __init__(self, in_dim: int, widths: list[int], gated: bool, pi_init: float) -> None:
         super().__init__()
         self.trunk = GatedMLP(in_dim, widths, gated, pi_init)
-        self.out = nn.Linear(self.trunk.out_dim, 1)
+        self.out = nn.Linear(widths[-1], 1)
 
     def forward(self, z_sa: Tensor, tape: MaskTape | None = None) -> Tensor:
         return self.out(self.trunk(z_sa, tape)).squeeze(-1)

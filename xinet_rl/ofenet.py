@@ -1,6 +1,6 @@
 """Gated OFENet: two MLP-DenseNet blocks (state, state-action) and the auxiliary next-observation head.
 
-Layer ``l`` of a block computes ``h_l = ξ_l ⊙ swish(BN(W_l x_{l-1} + b_l))`` and appends it: ``x_l = [x_{l-1}, h_l]``.
+Layer ``l`` of a block computes ``h_l = ξ_l ⊙ swish(BN(W_l x_{l-1}))`` and appends it: ``x_l = [x_{l-1}, h_l]``.
 BatchNorm uses the Keras defaults of the original (PyTorch ``momentum=0.01, eps=1e-3``). The module is kept in eval
 mode (running statistics) except inside the auxiliary update, which switches it to train mode itself
 (:meth:`OFENet.aux_mode`): acting and the RL losses never touch the BN statistics.
@@ -23,7 +23,7 @@ BN_MOMENTUM, BN_EPS = 0.01, 1e-3
 class DenseLayer(nn.Module):
     def __init__(self, in_dim: int, units: int, gated: bool, pi_init: float) -> None:
         super().__init__()
-        self.linear = nn.Linear(in_dim, units)
+        self.linear = nn.Linear(in_dim, units, bias=False)  # BN's shift makes a bias redundant (docs/method.md)
         self.bn = nn.BatchNorm1d(units, momentum=BN_MOMENTUM, eps=BN_EPS)
         self.gate = Gate(units, pi_init) if gated else None
 
@@ -42,7 +42,6 @@ class DenseBlock(nn.Module):
             layers.append(DenseLayer(in_dim, units, gated, pi_init))
             in_dim += units
         self.layers = nn.ModuleList(layers)
-        self.out_dim = in_dim
 
     def forward(self, x: Tensor, tape: MaskTape | None = None) -> Tensor:
         for layer in self.layers:
@@ -54,9 +53,10 @@ class OFENet(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, state_widths: list[int], state_action_widths: list[int],
                  aux_dim: int, gated: bool = True, pi_init: float = 1.0) -> None:
         super().__init__()
+        z_s_dim = obs_dim + sum(state_widths)
         self.state = DenseBlock(obs_dim, state_widths, gated, pi_init)
-        self.state_action = DenseBlock(self.state.out_dim + act_dim, state_action_widths, gated, pi_init)
-        self.aux_head = nn.Linear(self.state_action.out_dim, aux_dim)
+        self.state_action = DenseBlock(z_s_dim + act_dim, state_action_widths, gated, pi_init)
+        self.aux_head = nn.Linear(z_s_dim + act_dim + sum(state_action_widths), aux_dim)
         self.eval()
 
     def z_s(self, obs: Tensor, tape: MaskTape | None = None) -> Tensor:

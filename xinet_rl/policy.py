@@ -16,7 +16,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
-from xinet_rl.cost import CostRegularizer, LossScale, expected_flops, expected_params
+from xinet_rl.cost import CostRegularizer, LossScale, expected_flops, expected_params, update_flops
 from xinet_rl.gates import Gate
 from xinet_rl.heads import Actor, Critic
 from xinet_rl.ofenet import OFENet
@@ -104,11 +104,56 @@ class XiPolicy(BasePolicy):
         return {"train": float(expected_params(structure, widths)),
                 "deploy": float(expected_params(structure, widths, deploy_only=True))}
 
-    def flops(self) -> dict[str, int]:
-        """Forward FLOPs per sample of the deployable policy (one env step) and of the whole model."""
+    def flops(self, batch_size: int) -> dict[str, int]:
+        """Matmul FLOPs per gradient update (at ``batch_size``) and per environment step (the deployable policy)."""
         structure = self.structure()
-        return {"env_step": int(expected_flops(structure, {}, deploy_only=True)),
-                "forward": int(expected_flops(structure, {}))}
+        return {"update": update_flops(structure, batch_size, self.gated),
+                "env_step": int(expected_flops(structure, {}, deploy_only=True))}
+
+    # ----- modules by structural name (for the pruner) -------------------------------------------------------------
+    def _mlp_pair(self, name: str) -> list[nn.Module]:
+        if name == "actor":
+            return [self.actor]
+        return [getattr(self, name), getattr(self, f"{name}_target")]
+
+    def linears(self, layer: str) -> list[nn.Linear]:
+        """The linear modules of a structural layer (a critic's layer and its target copy)."""
+        head, _, index = layer.partition(".")
+        if head in ("state", "state_action"):
+            return [getattr(self.ofenet, head).layers[int(index)].linear]
+        if layer == "aux_head":
+            return [self.ofenet.aux_head]
+        modules = self._mlp_pair(head)
+        if index.isdigit():
+            return [m.trunk.linears[int(index)] for m in modules]
+        return [getattr(m, index) for m in modules]
+
+    def unit_modules(self, group: str) -> list[nn.Module]:
+        """Modules that hold one entry per unit of a gated group: BN and gate (targets included)."""
+        head, _, index = group.partition(".")
+        if head in ("state", "state_action"):
+            layer = getattr(self.ofenet, head).layers[int(index)]
+            return [layer.bn] + ([layer.gate] if layer.gate is not None else [])
+        return [m.trunk.gates[int(index)] for m in self._mlp_pair(head) if len(m.trunk.gates)]
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        found = [self.ofenet_optimizer, self.actor_optimizer, self.critic_optimizer, self.ent_coef_optimizer]
+        return found + ([self.gate_optimizer] if self.gate_optimizer is not None else [])
+
+    def drop_empty_layers(self) -> None:
+        """Remove DenseNet layers left with no units (and their parameters from every optimizer)."""
+        dropped: set[nn.Parameter] = set()
+        for block in (self.ofenet.state, self.ofenet.state_action):
+            kept = [layer for layer in block.layers if layer.linear.out_features > 0]
+            for layer in block.layers:
+                if layer.linear.out_features == 0:
+                    dropped.update(layer.parameters())
+            block.layers = nn.ModuleList(kept)
+        for optimizer in self.optimizers():
+            for group in optimizer.param_groups:
+                group["params"] = [q for q in group["params"] if q not in dropped]
+            for q in dropped:
+                optimizer.state.pop(q, None)
 
     # ----- optimizers ----------------------------------------------------------------------------------------------
     def make_optimizers(self) -> None:

@@ -7,7 +7,7 @@ update, actor update, temperature, gate step with cost, projection, targets.
 
 from __future__ import annotations
 
-import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from xinet_rl.config import AgentConfig, agent_kwargs
 from xinet_rl.gates import MaskTape, curvature_corrected, flip_difference, straight_through
 from xinet_rl.io import ModelFileError, read_model_file, write_model_file
 from xinet_rl.policy import XiPolicy
+from xinet_rl.pruning import prune, units_to_keep, update_counters
 from xinet_rl.structure import Widths
 
 
@@ -52,6 +53,8 @@ class XiSAC(OffPolicyAlgorithm):
                          train_freq=1, gradient_steps=1, seed=seed, device=device, verbose=verbose,
                          tensorboard_log=tensorboard_log, supported_action_spaces=(spaces.Box,), sde_support=False)
         self._widths = widths
+        self.prune_events: list[dict[str, Any]] = []
+        self.update_seconds: float | None = None
         if _init_setup_model:
             self._setup_model()
 
@@ -86,6 +89,7 @@ class XiSAC(OffPolicyAlgorithm):
             self._ofenet_update(batch_size, update_gates=cfg.gated)
             p.pretrain_done += 1
         for _ in range(gradient_steps):
+            started = time.perf_counter()
             gate_step = cfg.gated and self._n_updates % cfg.pi_update_every == 0
             pi_grads: dict[str, Tensor] = {}
             aux_loss = self._ofenet_update(batch_size, update_gates=False, pi_grads=pi_grads if gate_step else None)
@@ -93,6 +97,10 @@ class XiSAC(OffPolicyAlgorithm):
             if gate_step:  # gates: loss part / s_k plus α ∂C/∂π, one projected Adam step
                 self._gate_step(pi_grads)
             self._n_updates += 1
+            self._note_update_time(time.perf_counter() - started)
+            if (cfg.gated and cfg.prune and self._n_updates >= cfg.prune_start
+                    and self._n_updates % cfg.prune_interval == 0):
+                self.prune_check()
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/aux_loss", aux_loss.item())
@@ -166,6 +174,41 @@ class XiSAC(OffPolicyAlgorithm):
                 polyak_update(online.parameters(), target.parameters(), self.tau)
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
                 "ent_coef_loss": ent_loss.detach(), "ent_coef": ent_coef}
+
+    def _note_update_time(self, seconds: float) -> None:
+        """Moving average of the wall time of one gradient update (reported after each pruning event)."""
+        self.update_seconds = seconds if self.update_seconds is None else 0.98 * self.update_seconds + 0.02 * seconds
+
+    def prune_check(self) -> dict[str, int]:
+        """One pruning check: count checks at 0, remove units due, and record the event (TensorBoard and
+        :attr:`prune_events`). Returns the units removed per group."""
+        cfg, p = self.config, self.policy
+        gates = p.gates()
+        update_counters(gates, cfg.prune_eps)
+        removed = prune(p, units_to_keep(gates, cfg.prune_patience, cfg.min_units))
+        if removed:
+            self._record_prune_event(removed)
+        return removed
+
+    def _record_prune_event(self, removed: dict[str, int]) -> None:
+        p = self.policy
+        event = {"step": int(self.num_timesteps), "n_updates": int(self._n_updates), "removed": removed,
+                 "params": p.param_counts(), "flops": p.flops(self.batch_size),
+                 "update_ms_before": None if self.update_seconds is None else round(1000 * self.update_seconds, 3),
+                 "widths": p.widths.networks()}
+        self.update_seconds = None  # measure the pruned model afresh
+        self.prune_events.append(event)
+        for kind, value in event["params"].items():
+            self.logger.record(f"prune/params_{kind}", value)
+        for kind, value in event["flops"].items():
+            self.logger.record(f"prune/flops_per_{kind}", value)
+        self.logger.record("prune/units_removed", sum(removed.values()))
+        if event["update_ms_before"] is not None:
+            self.logger.record("prune/update_ms_before", event["update_ms_before"])
+        for network, widths in event["widths"].items():
+            for i, width in enumerate(widths):
+                self.logger.record(f"widths/{network}/{i}", width)
+        self.logger.dump(self.num_timesteps)
 
     def _ofenet_update(self, batch_size: int, update_gates: bool, pi_grads: dict[str, Tensor] | None = None) -> Tensor:
         """One auxiliary (next-observation MSE) step on OFENet weights, BN on batch statistics.
@@ -244,7 +287,7 @@ class XiSAC(OffPolicyAlgorithm):
             sums: dict[str, float] = {}
             for group, gate in p.gates().items():
                 network = group.split(".")[0]
-                sums[network] = sums.get(network, 0.0) + float(gate.pi.sum())
+                sums[network] = sums.get(network, 0.0) + float(gate.pi.detach().sum())
                 self.logger.record(f"gates/pi/{group}", gate.pi.detach().cpu().clone(),
                                    exclude=("stdout", "log", "json", "csv"))
             for network, total in sums.items():
@@ -253,6 +296,8 @@ class XiSAC(OffPolicyAlgorithm):
             self.logger.record(f"params/expected_{kind}", value)
         for kind, value in p.param_counts().items():
             self.logger.record(f"params/{kind}", value)
+        if self.update_seconds is not None:
+            self.logger.record("time/update_ms", 1000 * self.update_seconds)
         super().dump_logs()
 
     # ----- saving --------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
 
 from xinet_rl.agents.xisac import XiSAC
-from xinet_rl.callbacks import EvaluationsCSV, ProgressBar, RecordEvaluation
+from xinet_rl.callbacks import EvaluationsCSV, ProgressBar, RecordEvaluation, RecordPruning
 from xinet_rl.cli.common import Parser, UsageError, run_main
 from xinet_rl.config import TrainConfig, agent_kwargs, resolve_config
 from xinet_rl.envs import check_env_id, make_env
@@ -80,32 +80,36 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
     model = XiSAC(env, seed=seed, device=device, **agent_kwargs(config))
     model.set_logger(configure(str(run_dir), ["tensorboard"]))
     params_initial, widths_initial = model.policy.param_counts(), model.policy.widths.networks()
-    flops_initial = model.policy.flops()
+    flops_initial = model.policy.flops(config.batch_size)
 
     table = EvaluationsCSV(run_dir / "evaluations.csv")
     bar = ProgressBar(config.total_steps) if progress else None
     evaluation = EvalCallback(eval_env, n_eval_episodes=config.eval_episodes, eval_freq=config.eval_freq,
                               log_path=str(run_dir), deterministic=True, verbose=0,
                               callback_after_eval=RecordEvaluation(table, bar))
-    callbacks = CallbackList([evaluation] + ([bar] if bar is not None else []))
+    callbacks = CallbackList([evaluation, RecordPruning(table)] + ([bar] if bar is not None else []))
     start = time.perf_counter()
     model.learn(total_timesteps=config.total_steps, callback=callbacks, log_interval=config.log_interval)
     elapsed = time.perf_counter() - start
 
-    if table.last_step != model.num_timesteps:  # the final policy is always evaluated
+    pruned_since = bool(model.prune_events) and model.prune_events[-1]["step"] >= (table.last_eval_step or 0)
+    if table.last_eval_step != model.num_timesteps or pruned_since:  # the final policy is always evaluated
         returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=config.eval_episodes, deterministic=True,
                                      return_episode_rewards=True)
-        table.append(model.num_timesteps, np.asarray(returns), model)
-    rows = np.genfromtxt(run_dir / "evaluations.csv", delimiter=",", names=True, ndmin=1)
+        final = table.append_eval(model.num_timesteps, np.asarray(returns), model)
+    else:
+        final = {"return_mean": float(np.mean(evaluation.evaluations_results[-1])),
+                 "return_std": float(np.std(evaluation.evaluations_results[-1]))}
     model.save(run_dir / "model.safetensors")
     summary = {
         "env": env_id, "seed": seed, "total_steps": int(model.num_timesteps),
-        "final_eval_return_mean": float(rows["return_mean"][-1]), "final_eval_return_std": float(rows["return_std"][-1]),
+        "final_eval_return_mean": final["return_mean"], "final_eval_return_std": final["return_std"],
         "steps_per_second": round(model.num_timesteps / elapsed, 2), "wall_seconds": round(elapsed, 1),
         "params_initial": params_initial, "params_final": model.policy.param_counts(),
         "expected_params_final": model.policy.expected_param_counts(),
         "widths_initial": widths_initial, "widths_final": model.policy.widths.networks(),
-        "flops_initial": flops_initial, "flops_final": model.policy.flops(),
+        "flops_initial": flops_initial, "flops_final": model.policy.flops(config.batch_size),
+        "prune_events": len(model.prune_events),
         "device": str(device), "torch_threads": torch.get_num_threads(),
     }
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,219 @@
+"""The pruner: outputs and optimizer steps are unchanged by removing units whose π is 0, in every network."""
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xinet_rl import XiSAC
+from xinet_rl.cost import expected_params
+from xinet_rl.envs import make_env
+from xinet_rl.policy import XiPolicy, weights_of
+from xinet_rl.pruning import prune, units_to_keep, update_counters
+from xinet_rl.structure import Widths
+
+OBS = gym.spaces.Box(-np.inf, np.inf, (17,), np.float32)
+ACT = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
+WIDTHS = Widths(17, 6, 17, [6, 5, 4], [5, 4], [16, 12], [16, 12], [16, 12])
+
+
+def make_policy(seed=0) -> XiPolicy:
+    torch.manual_seed(seed)
+    policy = XiPolicy(OBS, ACT, lambda _: 1e-3, widths=WIDTHS.to_dict())
+    with policy.ofenet.aux_mode():  # non-trivial BN running statistics
+        for _ in range(5):
+            policy.ofenet(torch.randn(64, 17) * 2 + 1, torch.rand(64, 6) * 2 - 1)
+    with torch.no_grad():  # some interior gates, and target critics that differ from the online ones
+        for gate in policy.gates().values():
+            gate.pi.uniform_(0.3, 1.0)
+        for target in (policy.critic1_target, policy.critic2_target):
+            for p in target.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+    return policy
+
+
+def switch_off(policy: XiPolicy, seed=1) -> dict[str, torch.Tensor]:
+    """Set π = 0 for a random third of the units, all units of state.1, and all but one unit of actor.1."""
+    rng = torch.Generator().manual_seed(seed)
+    keep = {}
+    with torch.no_grad():
+        for group, gate in policy.gates().items():
+            mask = torch.rand(gate.units, generator=rng) > 0.33
+            if group == "state.1":
+                mask[:] = False
+            if group == "actor.1":
+                mask[:] = False
+                mask[3] = True
+            gate.pi.mul_(mask.float())
+            keep[group] = mask
+    for name in ("critic1", "critic2"):  # targets carry the same gate pattern as their online critic
+        for i, gate in enumerate(getattr(policy, f"{name}_target").trunk.gates):
+            with torch.no_grad():
+                gate.pi.mul_(keep[f"{name}.{i}"].float())
+    return keep
+
+
+def outputs(policy: XiPolicy, obs, act):
+    with torch.no_grad():
+        z_s, z_sa, pred = policy.ofenet(obs, act)
+        mu, log_std = policy.actor.distribution(z_s)
+        return {"pred": pred, "mu": mu, "log_std": log_std, "action": policy.actor.deterministic(z_s),
+                "q1": policy.critic1(z_sa), "q2": policy.critic2(z_sa), "q1_target": policy.critic1_target(z_sa),
+                "q2_target": policy.critic2_target(z_sa), "z_s_live": z_s[:, z_s.abs().sum(0) > 0],
+                "z_sa_live": z_sa[:, z_sa.abs().sum(0) > 0]}
+
+
+def test_mean_mode_outputs_identical_after_pruning():
+    policy = make_policy()
+    keep = switch_off(policy)
+    obs, act = torch.randn(128, 17), torch.rand(128, 6) * 2 - 1
+    before = outputs(policy, obs, act)
+    removed = prune(policy, keep)
+    after = outputs(policy, obs, act)
+    assert removed["state.1"] == 5 and removed["actor.1"] == 11
+    for key in before:
+        assert before[key].shape == after[key].shape, key
+        assert torch.allclose(before[key], after[key], atol=1e-6, rtol=0), key
+    # The empty DenseNet layer is gone; the widths describe the live modules.
+    assert len(policy.ofenet.state.layers) == 2 and policy.widths.actor[1] == 1
+    assert policy.widths.state == [int(keep["state.0"].sum()), int(keep["state.2"].sum())]
+    assert policy.ofenet.state.layers[1].linear.in_features == 17 + policy.widths.state[0]
+
+
+def test_parameter_counts_equal_live_modules_and_cost_model():
+    policy = make_policy()
+    keep = switch_off(policy)
+    structure_before = policy.structure()
+    expected = expected_params(structure_before, {g: m.float().sum() for g, m in keep.items()})
+    prune(policy, keep)
+    live = sum(p.numel() for m in (policy.ofenet, policy.actor, policy.critic1, policy.critic2) for p in weights_of(m))
+    assert policy.param_counts()["train"] == live == int(expected)
+    deploy = sum(p.numel() for m in (policy.ofenet.state, policy.actor) for p in weights_of(m))
+    assert policy.param_counts()["deploy"] == deploy
+    assert float(expected_params(policy.structure(), {})) == live
+
+
+def _adam_steps(policy, batches):
+    """Deterministic (mean-mode) losses of each network, each followed by its optimizer's step."""
+    for obs, act, next_obs, y in batches:
+        with policy.ofenet.aux_mode():
+            aux = F.mse_loss(policy.ofenet(obs, act)[2], next_obs)
+        _step(policy.ofenet_optimizer, aux)
+        z_s = policy.ofenet.z_s(obs).detach()
+        z_sa = policy.ofenet.z_sa(z_s, act).detach()
+        _step(policy.critic_optimizer, 0.5 * (F.mse_loss(policy.critic1(z_sa), y) + F.mse_loss(policy.critic2(z_sa), y)))
+        _step(policy.actor_optimizer, -policy.critic1(policy.ofenet.z_sa(z_s, policy.actor.deterministic(z_s))).mean())
+
+
+def _step(optimizer, loss):
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def test_adam_step_after_pruning_is_the_surviving_slice():
+    torch.manual_seed(5)
+    batches = [(torch.randn(64, 17), torch.rand(64, 6) * 2 - 1, torch.randn(64, 17), torch.randn(64))
+               for _ in range(4)]
+    policy = make_policy()
+    keep = switch_off(policy)
+    _adam_steps(policy, batches[:3])  # Adam moments and step counts that are not trivial
+    pruned = copy.deepcopy(policy)
+    prune(pruned, keep)
+    for name in ("ofenet_optimizer", "critic_optimizer", "actor_optimizer"):
+        live = {id(p) for g in getattr(pruned, name).param_groups for p in g["params"]}
+        assert {id(p) for p in getattr(pruned, name).state} <= live  # state follows the new tensors
+        assert len(getattr(pruned, name).state) == len(getattr(policy, name).state) - (name == "ofenet_optimizer") * 3  # state.1: W, BN γ, β
+        for state in getattr(pruned, name).state.values():
+            assert int(state["step"]) == 3
+    _adam_steps(policy, batches[3:])
+    _adam_steps(pruned, batches[3:])
+    # Surviving parameters took the same step: slice one layer by hand ...
+    ones = torch.ones
+    z_sa_cols = torch.cat([ones(17, dtype=torch.bool), keep["state.0"], keep["state.1"], keep["state.2"],
+                           ones(6, dtype=torch.bool), keep["state_action.0"], keep["state_action.1"]])
+    rows, cols = keep["critic1.0"].nonzero().squeeze(1), z_sa_cols.nonzero().squeeze(1)
+    assert torch.allclose(pruned.critic1.trunk.linears[0].weight,
+                          policy.critic1.trunk.linears[0].weight[rows][:, cols], atol=1e-6)
+    cols = torch.cat([torch.ones(17, dtype=torch.bool), keep["state.0"], keep["state.1"]]).nonzero().squeeze(1)
+    rows = keep["state.2"].nonzero().squeeze(1)
+    assert torch.allclose(pruned.ofenet.state.layers[1].linear.weight,
+                          policy.ofenet.state.layers[2].linear.weight[rows][:, cols], atol=1e-6)
+    # ... and every network still computes the same function.
+    obs, act = torch.randn(64, 17), torch.rand(64, 6) * 2 - 1
+    before, after = outputs(policy, obs, act), outputs(pruned, obs, act)
+    for key in before:
+        assert torch.allclose(before[key], after[key], atol=1e-5, rtol=0), key
+
+
+def test_counters_patience_and_min_units():
+    policy = make_policy()
+    gates = policy.gates()
+    with torch.no_grad():
+        gates["critic2.1"].pi.zero_()  # every unit due: min_units survive
+        gates["state.0"].pi.zero_()  # a DenseNet layer may vanish
+        gates["actor.0"].pi[:4] = 0.0
+    for check in range(3):
+        update_counters(gates, eps=0.0)
+        keep = units_to_keep(gates, patience=3, min_units=2)
+        if check < 2:
+            assert all(bool(m.all()) for m in keep.values())
+    assert int(keep["critic2.1"].sum()) == 2 and int(keep["state.0"].sum()) == 0
+    assert int((~keep["actor.0"]).sum()) == 4
+    # A unit that rises above eps starts counting again.
+    with torch.no_grad():
+        gates["actor.0"].pi[0] = 0.5
+    update_counters(gates, eps=0.0)
+    assert int(gates["actor.0"].zero_checks[0]) == 0 and int(gates["actor.0"].zero_checks[1]) == 4
+
+
+SMALL = dict(ofenet_layers=3, ofenet_units=6, actor_widths=[16, 16], critic_widths=[16, 16], learning_starts=150,
+             ofenet_pretrain_steps=10, batch_size=32, buffer_size=2000)
+
+
+def test_pruned_model_saves_loads_and_keeps_training(tmp_path):
+    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", **SMALL)
+    model.learn(200)
+    keep = switch_off_model(model)
+    prune(model.policy, keep)
+    model.learn(50, reset_num_timesteps=False)
+    path = tmp_path / "pruned.safetensors"
+    model.save(path)
+    loaded = XiSAC.load(path, env=make_env("HalfCheetah-v4", seed=1), device="cpu")
+    assert loaded.policy.widths == model.policy.widths
+    obs = np.random.default_rng(0).normal(size=(8, 17)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    loaded.learn(100, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 350 and loaded.policy.widths == model.policy.widths
+
+
+def switch_off_model(model):
+    keep = {}
+    with torch.no_grad():
+        for i, (group, gate) in enumerate(model.policy.gates().items()):
+            mask = torch.ones(gate.units, dtype=torch.bool)
+            mask[i % gate.units] = False
+            gate.pi.mul_(mask.float())
+            keep[group] = mask
+    return keep
+
+
+def test_agent_prunes_on_schedule():
+    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", prune_start=20, prune_interval=10,
+                  prune_patience=2, **SMALL)
+    model.learn(160)
+    with torch.no_grad():
+        model.policy.gates()["actor.0"].pi[:5] = 0.0
+        model.policy.gates()["actor.0"].pi[5:] = 1.0
+    model.config.pi_lr = 0.0
+    for group in model.policy.gate_optimizer.param_groups:
+        group["lr"] = 0.0
+    model.learn(40, reset_num_timesteps=False)
+    assert model.policy.widths.actor[0] == 11
+    assert model.prune_events and model.prune_events[0]["removed"]["actor.0"] == 5
+    event = model.prune_events[0]
+    assert event["params"] == model.policy.param_counts() or len(model.prune_events) > 1
+    assert event["flops"]["update"] > 0 and event["widths"]["actor"][0] == 11
