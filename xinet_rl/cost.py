@@ -87,12 +87,35 @@ class CostRegularizer(nn.Module):
         return (1 - self.beta) * train / self.train0.item() + self.beta * deploy / self.deploy0.item()
 
     def pi_grads(self, structure: Structure, pis: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """``α ∂C/∂π_j``, recomputed from the current ``π`` (the per-unit coefficients the method sets itself)."""
+        """``α ∂C/∂π_j``, recomputed from the current ``π`` (the per-unit coefficients the method sets itself).
+
+        ``C`` is multilinear in the group sums, so every unit of a group has the same marginal cost; it is computed in
+        closed form from the sums (one host read) instead of by autograd on ``C``.
+        """
         names = list(pis)
-        leaves = [pis[g].detach().requires_grad_(True) for g in names]
-        cost = self.normalized_cost(structure, dict(zip(names, leaves)))
-        grads = torch.autograd.grad(cost, leaves)
-        return {g: self.alpha * gr for g, gr in zip(names, grads)}
+        sums = dict(zip(names, torch.stack([pis[g].detach().sum() for g in names]).tolist())) if names else {}
+        train = marginal_costs(structure, sums)
+        deploy = marginal_costs(structure, sums, deploy_only=True)
+        w_train = self.alpha * (1 - self.beta) / float(self.train0)
+        w_deploy = self.alpha * self.beta / float(self.deploy0)
+        return {g: torch.full_like(pis[g], w_train * train.get(g, 0.0) + w_deploy * deploy.get(g, 0.0)) for g in names}
+
+
+def marginal_costs(structure: Structure, sums: Mapping[str, float], deploy_only: bool = False) -> dict[str, float]:
+    """``∂C/∂π_j`` for a unit of each gated group: its fan-in (plus bias or BN) in its own layer, plus the expected
+    width of every layer that reads its group."""
+    out: dict[str, float] = {}
+    for layer in structure.layers:
+        if deploy_only and not layer.deploy:
+            continue
+        fan_in = sum(sums.get(g, structure.groups[g]) for g in layer.inputs)
+        width = sums.get(layer.out, structure.groups[layer.out]) if layer.out is not None else layer.out_dim
+        if layer.out is not None:
+            out[layer.out] = out.get(layer.out, 0.0) + fan_in + (2 if layer.batchnorm else 1)
+        for g in layer.inputs:
+            if g in sums:
+                out[g] = out.get(g, 0.0) + width
+    return out
 
 
 class LossScale(nn.Module):

@@ -84,19 +84,22 @@ def curvature_corrected(
     outputs: Tensor,
     gn_coef: float,
     generator: torch.Generator | None = None,
+    probe: bool = True,
 ) -> list[Tensor]:
     """Curvature-corrected difference ``mean_b [g_bj + (1/2 - ξ_bj) h_bj]`` for a squared-error loss on ``outputs``.
 
     ``g_bj = B ∂L/∂ξ_bj``; ``h_bj = B ∂²L/∂ξ_bj²`` in its Gauss-Newton form ``gn_coef · ||∂f/∂ξ_bj||²``, where
     ``gn_coef`` is ``B`` times the (constant) second derivative of ``L`` with respect to one output element. For a
     vector output the squared Jacobian column is a Hutchinson estimate with one Rademacher probe per sample, which
-    keeps cross-sample effects (BatchNorm in train mode) in the estimate. ``outputs`` must still have its graph.
+    keeps cross-sample effects (BatchNorm in train mode) in the estimate. With ``probe=False`` the output elements
+    must depend on disjoint sets of masks (the two critics stacked), so one plain sum gives every Jacobian column
+    exactly. ``outputs`` must still have its graph.
     """
     if not masks:  # every gated layer of this network was pruned away
         return []
-    if outputs.dim() > 1 and outputs.shape[-1] > 1:
-        probe = torch.randint(0, 2, outputs.shape, generator=generator, device=outputs.device).to(outputs.dtype) * 2 - 1
-        projected = (outputs * probe).sum()
+    if probe and outputs.dim() > 1 and outputs.shape[-1] > 1:
+        signs = torch.randint(0, 2, outputs.shape, generator=generator, device=outputs.device).to(outputs.dtype) * 2 - 1
+        projected = (outputs * signs).sum()
     else:
         projected = outputs.sum()
     jac = torch.autograd.grad(projected, list(masks))

@@ -8,6 +8,7 @@ cost normaliser ``C_0``. The architecture is the :class:`~xinet_rl.structure.Wid
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import torch
@@ -48,7 +49,8 @@ class XiPolicy(BasePolicy):
         use_sde: bool = False,
     ) -> None:
         super().__init__(observation_space, action_space, squash_output=True)
-        self.widths = Widths.from_dict(widths)
+        self._widths = Widths.from_dict(widths)
+        self._cache: dict[str, Any] = {}
         self.gated = gated
         self.pi_init = pi_init
         self.hparams = dict(pi_lr=pi_lr, ofenet_lr=ofenet_lr, lr=lr_schedule(1))
@@ -70,11 +72,28 @@ class XiPolicy(BasePolicy):
         self.make_optimizers()
 
     # ----- architecture --------------------------------------------------------------------------------------------
+    @property
+    def widths(self) -> Widths:
+        return self._widths
+
+    @widths.setter
+    def widths(self, value: Widths) -> None:
+        """Set after pruning: the structure and the gate lookup are derived from the widths, so they are rebuilt."""
+        self._widths = value
+        self._cache.clear()
+
     def structure(self) -> Structure:
-        return build_structure(self.widths)
+        if "structure" not in self._cache:
+            self._cache["structure"] = build_structure(self._widths)
+        return self._cache["structure"]
 
     def gates(self) -> dict[str, Gate]:
         """Every live gate by its group name (``state.3``, ``actor.0``, ``critic2.1``, ...)."""
+        if "gates" not in self._cache:
+            self._cache["gates"] = self._find_gates()
+        return self._cache["gates"]
+
+    def _find_gates(self) -> dict[str, Gate]:
         if not self.gated:
             return {}
         found: dict[str, Gate] = {}
@@ -85,10 +104,6 @@ class XiPolicy(BasePolicy):
             for i, gate in enumerate(trunk.gates):
                 found[f"{name}.{i}"] = gate
         return found
-
-    def gate_network(self, group: str) -> str:
-        head = group.split(".")[0]
-        return "ofenet" if head in ("state", "state_action") else ("critic" if head in CRITICS else "actor")
 
     def expected_widths(self) -> dict[str, Tensor]:
         return {g: gate.pi.detach().sum() for g, gate in self.gates().items()}
@@ -158,12 +173,13 @@ class XiPolicy(BasePolicy):
     # ----- optimizers ----------------------------------------------------------------------------------------------
     def make_optimizers(self) -> None:
         lr, hp = self.hparams["lr"], self.hparams
-        self.ofenet_optimizer = torch.optim.Adam(weights_of(self.ofenet), lr=hp["ofenet_lr"])
-        self.actor_optimizer = torch.optim.Adam(weights_of(self.actor), lr=lr)
-        self.critic_optimizer = torch.optim.Adam(weights_of(self.critic1) + weights_of(self.critic2), lr=lr)
-        self.ent_coef_optimizer = torch.optim.Adam([self.log_ent_coef], lr=lr)
+        adam = functools.partial(torch.optim.Adam, fused=True)  # one kernel per optimizer step, CPU and CUDA
+        self.ofenet_optimizer = adam(weights_of(self.ofenet), lr=hp["ofenet_lr"])
+        self.actor_optimizer = adam(weights_of(self.actor), lr=lr)
+        self.critic_optimizer = adam(weights_of(self.critic1) + weights_of(self.critic2), lr=lr)
+        self.ent_coef_optimizer = adam([self.log_ent_coef], lr=lr)
         gate_params = [g.pi for g in self.gates().values()]
-        self.gate_optimizer = torch.optim.Adam(gate_params, lr=hp["pi_lr"]) if gate_params else None
+        self.gate_optimizer = adam(gate_params, lr=hp["pi_lr"]) if gate_params else None
 
     # ----- acting --------------------------------------------------------------------------------------------------
     def _predict(self, observation: Tensor, deterministic: bool = False) -> Tensor:

@@ -133,11 +133,12 @@ class XiSAC(OffPolicyAlgorithm):
         n1 = len(tapes[0].masks)
         weight_grads, mask_grads = self._grads(p.critic_optimizer, critic_loss, tapes[0].masks + tapes[1].masks,
                                                keep_graph=gate_step)
-        if gate_step:  # 0.5·mean_b (q_b − y_b)²: B·∂²L/∂q_b² = 1 for each critic
+        if gate_step:  # 0.5·mean_b (q_b − y_b)²: B·∂²L/∂q_b² = 1 for each critic; one curvature pass for both
+            masks = tapes[0].masks + tapes[1].masks
+            grads = self._loss_pi_grads(masks, mask_grads, torch.stack([q1, q2], -1), gn_coef=1.0, probe=False)
             scale = p.loss_scales["critic"].update(critic_loss)
-            for prefix, q, masks, grads in (("critic1", q1, tapes[0].masks, mask_grads[:n1]),
-                                            ("critic2", q2, tapes[1].masks, mask_grads[n1:])):
-                self._collect(pi_grads, prefix, self._loss_pi_grads(masks, grads, q, gn_coef=1.0), scale)
+            self._collect(pi_grads, "critic1", grads[:n1], scale)
+            self._collect(pi_grads, "critic2", grads[n1:], scale)
         self._apply(p.critic_optimizer, weight_grads)
 
         # Actor: sampled actor masks, critics and OFENet in mean mode; gradient reaches the action through z_sa.
@@ -162,10 +163,10 @@ class XiSAC(OffPolicyAlgorithm):
             self._collect(pi_grads, "actor", grads, p.loss_scales["actor"].update(actor_losses.detach().std()))
         self._apply(p.actor_optimizer, weight_grads)
 
-        # Entropy temperature.
-        ent_loss = -(p.log_ent_coef * (log_prob.detach() + self.target_entropy)).mean()
-        p.ent_coef_optimizer.zero_grad(set_to_none=True)
-        ent_loss.backward()
+        # Entropy temperature: loss −log α · mean(log π + H̄), whose gradient is −mean(log π + H̄).
+        entropy_gap = (log_prob.detach() + self.target_entropy).mean()
+        ent_loss = -p.log_ent_coef.detach() * entropy_gap
+        p.log_ent_coef.grad = -entropy_gap.reshape(p.log_ent_coef.shape)
         p.ent_coef_optimizer.step()
 
         # Targets: Polyak copies of critic weights and gate parameters.
@@ -255,12 +256,12 @@ class XiSAC(OffPolicyAlgorithm):
             param.grad = grad
         optimizer.step()
 
-    def _loss_pi_grads(self, masks: list[Tensor], mask_grads: list[Tensor], outputs: Tensor, gn_coef: float
-                       ) -> list[Tensor]:
+    def _loss_pi_grads(self, masks: list[Tensor], mask_grads: list[Tensor], outputs: Tensor, gn_coef: float,
+                       probe: bool = True) -> list[Tensor]:
         """The loss part of the ``π`` gradient for a squared-error loss on ``outputs`` (see :mod:`xinet_rl.gates`)."""
         if self.config.gate_estimator == "straight_through":
             return straight_through(masks, mask_grads)
-        return curvature_corrected(masks, mask_grads, outputs, gn_coef, self.gate_rng)
+        return curvature_corrected(masks, mask_grads, outputs, gn_coef, self.gate_rng, probe=probe)
 
     def _groups(self, prefixes: tuple[str, ...]) -> list[str]:
         return [g for g in self.policy.gates() if g.split(".")[0] in prefixes]

@@ -1,0 +1,87 @@
+"""Benchmark: gradient-update time of the HalfCheetah model, unpruned and with 50% and 75% of the units of every
+gated layer removed, measured in one run, against the FLOP ratio of the same models.
+
+    python scripts/bench_pruning.py [--updates 200] [--warmup 30] [--threads N] [--json FILE]
+
+Prints a table and, with ``--json``, writes the figures. The speed-up of a pruned model is
+``time(unpruned) / time(pruned)``; its efficiency is the speed-up divided by the FLOP ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from xinet_rl import XiSAC
+from xinet_rl.envs import make_env
+from xinet_rl.pruning import prune
+
+
+def build(keep_fraction: float, seed: int = 0) -> XiSAC:
+    """A HalfCheetah-v4 XiSAC with a filled replay buffer and ``keep_fraction`` of every gated layer's units."""
+    env = make_env("HalfCheetah-v4", seed=seed)
+    model = XiSAC(env, seed=seed, device="cpu", learning_starts=2000, ofenet_pretrain_steps=0, buffer_size=5000,
+                  prune_start=10**9)
+    model.learn(2000)  # random actions fill the buffer; no update yet
+    if keep_fraction < 1.0:
+        keep = {}
+        for group, gate in model.policy.gates().items():
+            mask = torch.zeros(gate.units, dtype=torch.bool)
+            mask[: max(1, round(gate.units * keep_fraction))] = True
+            keep[group] = mask
+        prune(model.policy, keep)
+    return model
+
+
+def time_updates(model: XiSAC, updates: int, warmup: int) -> float:
+    model.train(warmup, model.batch_size)
+    start = time.perf_counter()
+    model.train(updates, model.batch_size)
+    return (time.perf_counter() - start) / updates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median time is used")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    fractions = {"unpruned": 1.0, "50% removed": 0.5, "75% removed": 0.25}
+    models = {name: build(f) for name, f in fractions.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.repeats):  # interleave, so that machine noise hits every model alike
+        for name, model in models.items():
+            times[name].append(time_updates(model, args.updates, args.warmup))
+    base_time = float(np.median(times["unpruned"]))
+    base_flops = models["unpruned"].policy.flops(256)["update"]
+    rows = []
+    for name, model in models.items():
+        t = float(np.median(times[name]))
+        flops = model.policy.flops(256)["update"]
+        rows.append({"model": name, "params_train": model.policy.param_counts()["train"], "flops_update": flops,
+                     "ms_per_update": round(1000 * t, 2), "updates_per_s": round(1 / t, 1),
+                     "speedup": round(base_time / t, 2), "flop_ratio": round(base_flops / flops, 2),
+                     "efficiency": round((base_time / t) / (base_flops / flops), 2)})
+    info = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "updates": args.updates, "repeats": args.repeats, "rows": rows}
+    print(f"torch {info['torch']}, {info['threads']} threads, {args.updates} updates x {args.repeats} rounds, batch 256")
+    print(f"{'model':<12} {'params':>8} {'GFLOP/upd':>9} {'ms/upd':>8} {'upd/s':>7} {'speed-up':>8} {'FLOP ratio':>10} "
+          f"{'efficiency':>10}")
+    for r in rows:
+        print(f"{r['model']:<12} {r['params_train']:>8} {r['flops_update'] / 1e9:>9.3f} {r['ms_per_update']:>8} "
+              f"{r['updates_per_s']:>7} {r['speedup']:>8} {r['flop_ratio']:>10} {r['efficiency']:>10}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(info, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
