@@ -62,6 +62,8 @@ class TrainConfig(AgentConfig):
     eval_freq: int = 5_000
     eval_episodes: int = 10
     log_interval: int = 1  # episodes between TensorBoard/console dumps
+    checkpoint_freq: int = 10_000  # steps between checkpoints (0: only on SIGINT/SIGTERM)
+    keep_checkpoints: int = 2  # newest checkpoints kept
 
 
 AGENT_KEYS = {f.name for f in fields(AgentConfig)}
@@ -70,7 +72,7 @@ _CHOICES = {"gate_estimator": ("curvature", "straight_through")}
 _UNIT_INTERVAL = {"deploy_cost_mix", "pi_init", "tau", "gamma", "loss_scale_decay"}
 _POSITIVE = {"batch_size", "buffer_size", "ofenet_units", "total_steps", "eval_freq", "eval_episodes", "learning_rate",
              "ofenet_lr", "pi_lr", "pi_update_every", "ent_coef_init", "log_interval", "prune_interval",
-             "prune_patience", "min_units"}
+             "prune_patience", "min_units", "keep_checkpoints"}
 
 
 def _close(word: str, options: list[str]) -> str:

@@ -7,6 +7,7 @@ corrupted file is a :class:`ModelFileError` naming the file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -67,9 +68,20 @@ def _versions() -> dict[str, str]:
             "stable_baselines3": stable_baselines3.__version__}
 
 
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, shapes, dtypes and bytes of the tensors (safetensors itself has no checksum)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def write_model_file(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    header = {"format": FORMAT, "meta": json.dumps({**meta, "versions": _versions()})}
     payload = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    header = {"format": FORMAT, "meta": json.dumps({**meta, "versions": _versions()}),
+              "sha256": tensors_digest(payload)}
     write_bytes_atomic(path, save(payload, metadata=header))
 
 
@@ -88,6 +100,8 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise ModelFileError(f"{path}: not a valid safetensors model file ({str(exc).splitlines()[0][:120]})") from None
     if info.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an XiNet-RL model file (format {info.get('format')!r})")
+    if info.get("sha256") != tensors_digest(tensors):
+        raise ModelFileError(f"{path}: the weights do not match their checksum (corrupted file)")
     try:
         meta = json.loads(info["meta"])
     except (KeyError, json.JSONDecodeError):

@@ -8,6 +8,7 @@ update, actor update, temperature, gate step with cost, projection, targets.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,10 @@ from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.utils import polyak_update
 from torch import Tensor
 
+from xinet_rl.checkpoint import CheckpointError, env_state, read_checkpoint, rng_state, set_env_state, set_rng_state
+from xinet_rl.checkpoint import write_checkpoint
 from xinet_rl.config import AgentConfig, agent_kwargs
+from xinet_rl.guards import TrainingError
 from xinet_rl.gates import MaskTape, curvature_corrected, flip_difference, straight_through
 from xinet_rl.io import ModelFileError, read_model_file, write_model_file
 from xinet_rl.policy import XiPolicy
@@ -96,6 +100,7 @@ class XiSAC(OffPolicyAlgorithm):
             losses = self._sac_update(batch_size, pi_grads if gate_step else None)
             if gate_step:  # gates: loss part / s_k plus α ∂C/∂π, one projected Adam step
                 self._gate_step(pi_grads)
+            self._check_finite(aux_loss, losses)
             self._n_updates += 1
             self._note_update_time(time.perf_counter() - started)
             if (cfg.gated and cfg.prune and self._n_updates >= cfg.prune_start
@@ -175,6 +180,19 @@ class XiSAC(OffPolicyAlgorithm):
                 polyak_update(online.parameters(), target.parameters(), self.tau)
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
                 "ent_coef_loss": ent_loss.detach(), "ent_coef": ent_coef}
+
+    def _check_finite(self, aux_loss: Tensor, losses: dict[str, Tensor]) -> None:
+        """Stop with a diagnosis on a non-finite loss (one host read per update) or gate parameter."""
+        values = torch.stack([aux_loss, losses["critic_loss"], losses["actor_loss"], losses["ent_coef"]])
+        if not bool(torch.isfinite(values).all()):
+            names = ["OFENet auxiliary loss", "critic loss", "actor loss", "entropy temperature"]
+            bad = [n for n, v in zip(names, values.tolist()) if not np.isfinite(v)]
+            raise TrainingError(f"non-finite {', '.join(bad)} at step {self.num_timesteps} "
+                                f"(gradient update {self._n_updates})")
+        if self.config.gated and self._n_updates % 100 == 0:
+            for group, gate in self.policy.gates().items():
+                if not bool(torch.isfinite(gate.pi).all()):
+                    raise TrainingError(f"non-finite gate parameter in layer {group} at step {self.num_timesteps}")
 
     def _note_update_time(self, seconds: float) -> None:
         """Moving average of the wall time of one gradient update (reported after each pruning event)."""
@@ -317,6 +335,16 @@ class XiSAC(OffPolicyAlgorithm):
              **kwargs: Any) -> "XiSAC":
         """Rebuild a saved model from its widths and load its weights. Never unpickles anything."""
         state, meta = read_model_file(path)
+        model = cls._from_metadata(meta, path, env, device, **kwargs)
+        try:
+            model.policy.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{path}: weights do not match the stored widths ({str(exc).splitlines()[0]})") from None
+        return model
+
+    @classmethod
+    def _from_metadata(cls, meta: dict[str, Any], path: str | Path, env: GymEnv | None,
+                       device: torch.device | str, **kwargs: Any) -> "XiSAC":
         try:
             config = AgentConfig(**meta["config"])
             widths = Widths.from_dict(meta["widths"])
@@ -330,15 +358,84 @@ class XiSAC(OffPolicyAlgorithm):
             env = model._wrap_env(maybe_make_env(env, model.verbose), model.verbose)
         model.n_envs = 1 if env is None else env.num_envs
         model._setup_model()
-        try:
-            model.policy.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ModelFileError(f"{path}: weights do not match the stored widths ({str(exc).splitlines()[0]})") from None
         if env is not None:
             model.set_env(env)
         model.num_timesteps = int(meta.get("num_timesteps", 0))
         model._n_updates = int(meta.get("n_updates", 0))
         return model
+
+    # ----- checkpoints ---------------------------------------------------------------------------------------------
+    def _named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        p = self.policy
+        named = {"ofenet": p.ofenet_optimizer, "actor": p.actor_optimizer, "critic": p.critic_optimizer,
+                 "ent_coef": p.ent_coef_optimizer}
+        if p.gate_optimizer is not None:
+            named["gate"] = p.gate_optimizer
+        return named
+
+    def save_checkpoint(self, run_dir: str | Path, keep: int, extra: dict[str, Any] | None = None) -> Path:
+        """Everything needed to continue this run exactly: model, optimizers, replay buffer, counters, every RNG and
+        the environment's state. Call it between environment steps (after the update of the last step)."""
+        tensors = {f"policy.{k}": v for k, v in self.policy.state_dict().items()}
+        optimizers = {}
+        for name, optimizer in self._named_optimizers().items():
+            state = optimizer.state_dict()
+            optimizers[name] = {"param_groups": state["param_groups"],
+                                "state": {str(i): sorted(entry) for i, entry in state["state"].items()}}
+            for i, entry in state["state"].items():
+                for key, value in entry.items():
+                    tensors[f"optim.{name}.{i}.{key}"] = torch.as_tensor(value)
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.gates"] = self.gate_rng.get_state()
+        buffer = self.replay_buffer
+        size = buffer.buffer_size if buffer.full else buffer.pos
+        replay = {k: getattr(buffer, k)[:size] for k in REPLAY_FIELDS}
+        env_meta, env_arrays = env_state(self.env.envs[0])
+        env_arrays["last_obs"] = np.asarray(self._last_obs)
+        env_arrays["last_episode_starts"] = np.asarray(self._last_episode_starts)
+        meta = {**self.metadata(), "optimizers": optimizers, "rng": rng_state(),
+                "action_space_rng": self.action_space.np_random.bit_generator.state, "env": env_meta,
+                "replay": {"pos": int(buffer.pos), "full": bool(buffer.full)},
+                "episode_num": int(self._episode_num), "ep_info_buffer": list(self.ep_info_buffer or []),
+                "prune_events": self.prune_events, "update_seconds": self.update_seconds, **(extra or {})}
+        return write_checkpoint(Path(run_dir), int(self.num_timesteps), tensors, replay, env_arrays, meta, keep)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, env: GymEnv, device: torch.device | str = "auto",
+                        **kwargs: Any) -> tuple["XiSAC", dict[str, Any]]:
+        """Rebuild a run from a checkpoint directory; returns the model and the checkpoint's metadata."""
+        tensors, replay, env_arrays, meta = read_checkpoint(Path(path))
+        model = cls._from_metadata(meta, path, env, device, **kwargs)
+        try:
+            model.policy.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("policy.")})
+            for name, optimizer in model._named_optimizers().items():
+                saved = meta["optimizers"][name]
+                state = {int(i): {key: tensors[f"optim.{name}.{i}.{key}"] for key in keys}
+                         for i, keys in saved["state"].items()}
+                optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+            torch.set_rng_state(tensors["rng.torch"])
+            model.gate_rng.set_state(tensors["rng.gates"])
+            set_rng_state(meta["rng"])
+            model.action_space.np_random.bit_generator.state = meta["action_space_rng"]
+            buffer = model.replay_buffer
+            for key in REPLAY_FIELDS:
+                getattr(buffer, key)[: len(replay[key])] = replay[key]
+            buffer.pos, buffer.full = int(meta["replay"]["pos"]), bool(meta["replay"]["full"])
+            set_env_state(model.env.envs[0], meta["env"], env_arrays)
+            model._last_obs = env_arrays["last_obs"]
+            model._last_episode_starts = env_arrays["last_episode_starts"]
+            model._episode_num = int(meta["episode_num"])
+            model.ep_info_buffer = deque(meta["ep_info_buffer"], maxlen=model._stats_window_size)
+            model.ep_success_buffer = deque(maxlen=model._stats_window_size)
+            model.prune_events = list(meta["prune_events"])
+            model.update_seconds = meta["update_seconds"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: does not match its model ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:120]})") from None
+        return model, meta
+
+
+REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 
 
 def _space_to_json(space: spaces.Box) -> dict[str, Any]:

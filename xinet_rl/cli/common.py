@@ -8,6 +8,7 @@ from typing import Callable, NoReturn
 
 from xinet_rl.config import ConfigError
 from xinet_rl.envs.make import EnvError
+from xinet_rl.guards import TrainingError
 from xinet_rl.io import ModelFileError
 
 USER_ERRORS = (ConfigError, EnvError, ModelFileError)
@@ -27,6 +28,8 @@ def run_main(prog: str, body: Callable[[], int | None]) -> None:
         code = body()
     except USER_ERRORS + (UsageError,) as exc:
         fail(prog, str(exc))
+    except TrainingError as exc:
+        fail(prog, str(exc), 3)
     except KeyboardInterrupt:
         fail(prog, "interrupted", 130)
     raise SystemExit(code or 0)

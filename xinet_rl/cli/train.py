@@ -1,7 +1,8 @@
-"""``xinet-train``: train an XiSAC agent and write a complete run directory.
+"""``xinet-train``: train an XiSAC agent and write a complete run directory, or resume one.
 
-The run directory holds ``config.yaml`` (resolved), TensorBoard event files, ``evaluations.csv``, ``model.safetensors``
-and ``summary.json``. Everything is validated before the directory is created, so bad input leaves nothing behind.
+The run directory holds ``config.yaml`` (resolved), TensorBoard event files, ``evaluations.csv``, ``checkpoints/``,
+``model.safetensors`` and ``summary.json``. Everything is validated before the directory is created, so bad input
+leaves nothing behind. ``--resume DIR`` continues from the newest valid checkpoint to the configured total.
 """
 
 from __future__ import annotations
@@ -9,32 +10,44 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
+import sys
 import time
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
-from stable_baselines3.common.callbacks import CallbackList, EvalCallback
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from stable_baselines3.common.monitor import Monitor
+from torch.utils.tensorboard import SummaryWriter
 
 from xinet_rl.agents.xisac import XiSAC
-from xinet_rl.callbacks import EvaluationsCSV, ProgressBar, RecordEvaluation, RecordPruning
+from xinet_rl.callbacks import Checkpoints, Evaluate, EvaluationsCSV, ProgressBar, RecordPruning
+from xinet_rl.checkpoint import CheckpointError, checkpoint_dirs, env_state, read_checkpoint, set_env_state
 from xinet_rl.cli.common import Parser, UsageError, run_main
-from xinet_rl.config import TrainConfig, agent_kwargs, resolve_config
+from xinet_rl.config import ConfigError, TrainConfig, agent_kwargs, apply_overrides, read_yaml, resolve_config
 from xinet_rl.envs import check_env_id, make_env
+from xinet_rl.guards import FiniteObservations, GuardedEnv
 from xinet_rl.io import write_text_atomic
 
 PROG = "xinet-train"
 
 
+class Interrupted(Exception):
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
+        self.signum = signum
+
+
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Train a SAC agent with a gated OFENet that prunes itself while it learns.")
-    parser.add_argument("--env", required=True, help="gymnasium id, e.g. HalfCheetah-v4")
+    parser.add_argument("--env", help="gymnasium id, e.g. HalfCheetah-v4")
     parser.add_argument("--config", help="YAML file of config keys (applied after the environment's defaults)")
     parser.add_argument("--total-steps", type=_non_negative_int, help="environment steps (overrides total_steps)")
     parser.add_argument("--seed", type=_non_negative_int, default=0)
@@ -42,6 +55,7 @@ def build_parser() -> Parser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key (repeatable)")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest valid checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -69,48 +83,84 @@ def default_run_dir(env_id: str, seed: int) -> Path:
     return Path("runs") / f"{env_id}_s{seed}_{stamp}"
 
 
+class ResumableTensorBoard(TensorBoardOutputFormat):
+    """SB3's TensorBoard writer, with ``purge_step`` so that a resumed run hides the events it repeats."""
+
+    def __init__(self, folder: str, purge_step: int | None = None) -> None:
+        self.writer = SummaryWriter(log_dir=folder, purge_step=purge_step)
+        self._is_closed = False
+
+
+def newest_valid_checkpoint(run_dir: Path) -> Path:
+    """The newest checkpoint that passes validation; each one that fails is reported on stderr."""
+    candidates = checkpoint_dirs(run_dir)
+    if not candidates:
+        raise UsageError(f"{run_dir} has no checkpoints to resume from")
+    for path in candidates:
+        try:
+            read_checkpoint(path)
+            return path
+        except CheckpointError as exc:
+            print(f"{PROG}: warning: skipping invalid checkpoint: {exc}", file=sys.stderr)
+    raise CheckpointError(f"{run_dir}: no valid checkpoint")
+
+
 def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: torch.device,
-          progress: bool = True) -> dict:
-    """Train, evaluate and write every artifact of a run into ``run_dir`` (which must not exist or be empty)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml",
-                      yaml.safe_dump({"env": env_id, "seed": seed, **asdict(config)}, sort_keys=False))
-    env = make_env(env_id, seed=seed)
+          progress: bool = True, resume_from: Path | None = None) -> dict:
+    """Train (or resume), evaluate and write every artifact of a run into ``run_dir``."""
+    env = GuardedEnv(make_env(env_id, seed=seed))
     eval_env = Monitor(make_env(env_id, seed=seed + 10_000))
-    model = XiSAC(env, seed=seed, device=device, **agent_kwargs(config))
-    model.set_logger(configure(str(run_dir), ["tensorboard"]))
-    params_initial, widths_initial = model.policy.param_counts(), model.policy.widths.networks()
-    flops_initial = model.policy.flops(config.batch_size)
-
     table = EvaluationsCSV(run_dir / "evaluations.csv")
-    bar = ProgressBar(config.total_steps) if progress else None
-    evaluation = EvalCallback(eval_env, n_eval_episodes=config.eval_episodes, eval_freq=config.eval_freq,
-                              log_path=str(run_dir), deterministic=True, verbose=0,
-                              callback_after_eval=RecordEvaluation(table, bar))
-    callbacks = CallbackList([evaluation, RecordPruning(table)] + ([bar] if bar is not None else []))
-    start = time.perf_counter()
-    model.learn(total_timesteps=config.total_steps, callback=callbacks, log_interval=config.log_interval)
-    elapsed = time.perf_counter() - start
+    if resume_from is None:
+        write_text_atomic(run_dir / "config.yaml",
+                          yaml.safe_dump({"env": env_id, "seed": seed, **asdict(config)}, sort_keys=False))
+        model = XiSAC(env, seed=seed, device=device, **agent_kwargs(config))
+        run_info: dict[str, Any] = {"params_initial": model.policy.param_counts(),
+                                    "widths_initial": model.policy.widths.networks(),
+                                    "flops_initial": model.policy.flops(config.batch_size), "elapsed": 0.0}
+        purge = None
+    else:
+        model, meta = XiSAC.from_checkpoint(resume_from, env, device=device)
+        run_info = meta["run"]
+        set_env_state(eval_env, meta["eval_env"], {})  # evaluations after a resume see the same episodes
+        table.truncate_after(model.num_timesteps)
+        purge = model.num_timesteps + 1
+    model.set_logger(Logger(str(run_dir), [ResumableTensorBoard(str(run_dir), purge)]))
 
-    pruned_since = bool(model.prune_events) and model.prune_events[-1]["step"] >= (table.last_eval_step or 0)
-    if table.last_eval_step != model.num_timesteps or pruned_since:  # the final policy is always evaluated
+    start = time.perf_counter()
+    elapsed_before = float(run_info["elapsed"])
+
+    def checkpoint_extra() -> dict:
+        return {"run": {**run_info, "elapsed": elapsed_before + time.perf_counter() - start},
+                "eval_env": env_state(eval_env)[0]}
+
+    bar = ProgressBar(config.total_steps) if progress else None
+    evaluation = Evaluate(eval_env, config.eval_freq, config.eval_episodes, table, bar)
+    checkpoints = Checkpoints(run_dir, config.checkpoint_freq, config.keep_checkpoints, checkpoint_extra)
+    callbacks = [FiniteObservations(), RecordPruning(table, written=len(model.prune_events)), evaluation, checkpoints]
+    remaining = max(0, config.total_steps - model.num_timesteps)
+    model.learn(total_timesteps=remaining, callback=CallbackList(callbacks + ([bar] if bar else [])),
+                log_interval=config.log_interval, reset_num_timesteps=resume_from is None)
+    if checkpoints.signal is not None:
+        raise Interrupted(checkpoints.signal, checkpoints.last_step or model.num_timesteps)
+    elapsed = elapsed_before + time.perf_counter() - start
+
+    if table.last_eval_step != model.num_timesteps:  # the final policy is always evaluated
         returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=config.eval_episodes, deterministic=True,
                                      return_episode_rewards=True)
         final = table.append_eval(model.num_timesteps, np.asarray(returns), model)
     else:
-        final = {"return_mean": float(np.mean(evaluation.evaluations_results[-1])),
-                 "return_std": float(np.std(evaluation.evaluations_results[-1]))}
+        final = table.last_eval
     model.save(run_dir / "model.safetensors")
     summary = {
         "env": env_id, "seed": seed, "total_steps": int(model.num_timesteps),
         "final_eval_return_mean": final["return_mean"], "final_eval_return_std": final["return_std"],
-        "steps_per_second": round(model.num_timesteps / elapsed, 2), "wall_seconds": round(elapsed, 1),
-        "params_initial": params_initial, "params_final": model.policy.param_counts(),
+        "steps_per_second": round(model.num_timesteps / max(elapsed, 1e-9), 2), "wall_seconds": round(elapsed, 1),
+        "params_initial": run_info["params_initial"], "params_final": model.policy.param_counts(),
         "expected_params_final": model.policy.expected_param_counts(),
-        "widths_initial": widths_initial, "widths_final": model.policy.widths.networks(),
-        "flops_initial": flops_initial, "flops_final": model.policy.flops(config.batch_size),
-        "prune_events": len(model.prune_events),
-        "device": str(device), "torch_threads": torch.get_num_threads(),
+        "widths_initial": run_info["widths_initial"], "widths_final": model.policy.widths.networks(),
+        "flops_initial": run_info["flops_initial"], "flops_final": model.policy.flops(config.batch_size),
+        "prune_events": len(model.prune_events), "device": str(device), "torch_threads": torch.get_num_threads(),
     }
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     env.close()
@@ -118,28 +168,61 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
     return summary
 
 
+def load_run_config(run_dir: Path, total_steps: int | None) -> tuple[str, int, TrainConfig]:
+    """The environment, seed and configuration a run directory was started with."""
+    data = read_yaml(run_dir / "config.yaml")
+    try:
+        env_id, seed = str(data.pop("env")), int(data.pop("seed"))
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{run_dir / 'config.yaml'} does not name the run's env and seed") from None
+    config = apply_overrides(TrainConfig(), data, str(run_dir / "config.yaml"), env_id)
+    if total_steps is not None:
+        config.total_steps = total_steps
+    return env_id, seed, config
+
+
 def main(argv: list[str] | None = None) -> None:
     def body() -> int:
         args = build_parser().parse_args(argv)
+        device = resolve_device(args.device)
+        if args.resume is not None:
+            if args.env or args.config or args.overrides or args.out:
+                raise UsageError("--resume takes only --total-steps, --device and --no-progress")
+            run_dir = Path(args.resume)
+            if not run_dir.is_dir():
+                raise UsageError(f"run directory not found: {run_dir}")
+            env_id, seed, config = load_run_config(run_dir, args.total_steps)
+            check_env_id(env_id)
+            checkpoint = newest_valid_checkpoint(run_dir)
+            return _run(env_id, config, seed, run_dir, device, args, checkpoint, created=False)
+        if not args.env:
+            raise UsageError("the following arguments are required: --env (or --resume DIR)")
         check_env_id(args.env)
         config = resolve_config(args.env, args.config, args.overrides, args.total_steps)
-        device = resolve_device(args.device)
         run_dir = Path(args.out) if args.out else default_run_dir(args.env, args.seed)
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise UsageError(f"run directory {run_dir} already exists and is not empty")
-        created = not run_dir.exists()
-        try:
-            summary = train(args.env, config, args.seed, run_dir, device, progress=not args.no_progress)
-        except BaseException:
-            if created and not (run_dir / "evaluations.csv").exists():
-                shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping yet
-            raise
-        print(f"{PROG}: {args.env} seed {args.seed}: final return {summary['final_eval_return_mean']:.1f} "
-              f"± {summary['final_eval_return_std']:.1f}, {summary['params_final']['train']} parameters "
-              f"({summary['params_final']['deploy']} deployable), {summary['steps_per_second']} steps/s -> {run_dir}")
-        return 0
+            raise UsageError(f"run directory {run_dir} already exists and is not empty (resume it with --resume)")
+        return _run(args.env, config, args.seed, run_dir, device, args, None, created=not run_dir.exists())
 
     run_main(PROG, body)
+
+
+def _run(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: torch.device, args: argparse.Namespace,
+         checkpoint: Path | None, created: bool) -> int:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        summary = train(env_id, config, seed, run_dir, device, progress=not args.no_progress, resume_from=checkpoint)
+    except Interrupted as exc:
+        print(f"{PROG}: {exc}; checkpoint saved, continue with: xinet-train --resume {run_dir}", file=sys.stderr)
+        return 128 + exc.signum
+    except BaseException:
+        if created and not checkpoint_dirs(run_dir) and not (run_dir / "evaluations.csv").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping yet
+        raise
+    print(f"{PROG}: {env_id} seed {seed}: final return {summary['final_eval_return_mean']:.1f} "
+          f"± {summary['final_eval_return_std']:.1f}, {summary['params_final']['train']} parameters "
+          f"({summary['params_final']['deploy']} deployable), {summary['steps_per_second']} steps/s -> {run_dir}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import warnings
 
 import gymnasium as gym
@@ -15,6 +16,13 @@ class EnvError(ValueError):
 
 
 def check_env_id(env_id: str) -> None:
+    """Known id, or ``module:Id`` whose module registers it (gymnasium's convention for third-party envs)."""
+    if ":" in env_id:
+        module, _, env_id = env_id.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise EnvError(f"cannot import module '{module}' for environment '{env_id}': {exc}") from None
     if env_id in gym.envs.registry:
         return
     matches = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3, cutoff=0.6)

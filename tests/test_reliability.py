@@ -1,0 +1,262 @@
+"""Checkpoints, exact resume, guards and safe loading, on real training runs."""
+
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from xinet_rl import XiSAC
+from xinet_rl.checkpoint import CheckpointError, checkpoint_dirs, read_checkpoint
+from xinet_rl.io import ModelFileError
+
+SUPPORT = Path(__file__).parent / "support"
+SMALL = ["--set", "learning_starts=300", "--set", "ofenet_pretrain_steps=20", "--set", "batch_size=32",
+         "--set", "buffer_size=5000", "--set", "ofenet_layers=2", "--set", "ofenet_units=8",
+         "--set", "actor_widths=[32,32]", "--set", "critic_widths=[32,32]", "--set", "eval_episodes=1",
+         "--set", "prune_start=200", "--set", "prune_interval=100", "--set", "prune_patience=1",
+         "--set", "prune_strength=1.0", "--set", "pi_lr=0.05", "--no-progress", "--device", "cpu"]
+
+
+def xinet_train(*args, cwd=None, timeout=600, background=False):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SUPPORT)}
+    cmd = [sys.executable, "-m", "xinet_rl.cli.train", *map(str, args)]
+    if background:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def eval_rows(run_dir):
+    import csv
+
+    with (run_dir / "evaluations.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
+    """Run A goes 0 -> 1500 in one go. Run B stops at 900, resumes from its checkpoint at 600 and goes on to 1500.
+    Updates, gates, pruning, replay samples, exploration and evaluations must all be identical."""
+    common = ["--env", "HalfCheetah-v4", *SMALL, "--set", "checkpoint_freq=600", "--set", "eval_freq=500"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    first = xinet_train(*common, "--total-steps", 1500, "--out", a)
+    assert first.returncode == 0, first.stderr[-1500:]
+    part = xinet_train(*common, "--total-steps", 900, "--out", b)
+    assert part.returncode == 0, part.stderr[-1500:]
+    assert [p.name for p in checkpoint_dirs(b)] == ["step_0000000600"]
+    resumed = xinet_train("--resume", b, "--total-steps", 1500, "--no-progress", "--device", "cpu")
+    assert resumed.returncode == 0, resumed.stderr[-1500:]
+    state_a = load_file(str(a / "model.safetensors"))
+    state_b = load_file(str(b / "model.safetensors"))
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
+    rows_a, rows_b = eval_rows(a), eval_rows(b)
+    for row_a, row_b in zip(rows_a, rows_b, strict=True):  # evaluation returns, gates, pruning events
+        assert {k: v for k, v in row_a.items() if k != "update_ms"} == {k: v for k, v in row_b.items()
+                                                                          if k != "update_ms"}
+    assert any(r["event"] == "prune" for r in rows_a)
+    assert json.loads((b / "summary.json").read_text())["total_steps"] == 1500
+
+
+def test_kill_minus_nine_then_resume_loses_nothing(tmp_path):
+    run = tmp_path / "run"
+    total, every = 3000, 400
+    proc = xinet_train("--env", "HalfCheetah-v4", *SMALL, "--set", f"checkpoint_freq={every}",
+                       "--set", "eval_freq=500", "--total-steps", total, "--out", run, background=True)
+    deadline = time.time() + 300
+    while not checkpoint_dirs(run) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert checkpoint_dirs(run), "no checkpoint was written"
+    time.sleep(random.uniform(0.0, 4.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    newest = checkpoint_dirs(run)[0]
+    read_checkpoint(newest)  # whatever the moment of the kill, the newest checkpoint is whole
+    resumed = xinet_train("--resume", run, "--no-progress", "--device", "cpu")
+    assert resumed.returncode == 0, resumed.stderr[-1500:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["total_steps"] == total
+    steps = [int(r["step"]) for r in eval_rows(run) if r["event"] == "eval"]
+    assert steps == list(range(500, total + 1, 500))  # no row duplicated, none missing
+    XiSAC.load(run / "model.safetensors")
+    assert not list((run / "checkpoints").glob(".tmp*"))
+    assert len(checkpoint_dirs(run)) <= 2  # keep_checkpoints
+
+
+def test_sigterm_checkpoints_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    proc = xinet_train("--env", "HalfCheetah-v4", *SMALL, "--set", "checkpoint_freq=0", "--set", "eval_freq=500",
+                       "--total-steps", 2000, "--out", run, background=True)
+    deadline = time.time() + 300
+    while not (run / "evaluations.csv").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-1500:]
+    assert "--resume" in err and len(checkpoint_dirs(run)) == 1
+    resumed = xinet_train("--resume", run, "--no-progress", "--device", "cpu")
+    assert resumed.returncode == 0, resumed.stderr[-1500:]
+    assert json.loads((run / "summary.json").read_text())["total_steps"] == 2000
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("done") / "run"
+    proc = xinet_train("--env", "HalfCheetah-v4", *SMALL, "--set", "checkpoint_freq=400", "--set", "eval_freq=400",
+                       "--total-steps", 1000, "--out", run)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    return run
+
+
+def _snapshot(run):
+    return {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+def _rewrite_manifest(ckpt):
+    import hashlib
+
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    for name, entry in manifest["files"].items():
+        data = (ckpt / name).read_bytes()
+        entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _damage(kind, ckpt):
+    state = ckpt / "state.safetensors"
+    if kind == "truncated":
+        state.write_bytes(state.read_bytes()[:1000])
+    elif kind == "bit-flipped":
+        data = bytearray(state.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        state.write_bytes(bytes(data))
+    elif kind == "wrong-schema":
+        (ckpt / "meta.json").write_text(json.dumps({"format": "something-else", "step": "x"}))
+        _rewrite_manifest(ckpt)
+    elif kind == "pickle":
+        state.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+        _rewrite_manifest(ckpt)
+
+
+@pytest.mark.parametrize("kind,message", [("truncated", "truncated"), ("bit-flipped", "corrupted"),
+                                          ("wrong-schema", "wrong schema"), ("pickle", "unreadable")])
+def test_damaged_checkpoints_are_rejected_without_overwriting(finished_run, tmp_path, kind, message):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    for ckpt in checkpoint_dirs(run):
+        _damage(kind, ckpt)
+    with pytest.raises(CheckpointError, match=message):
+        read_checkpoint(checkpoint_dirs(run)[0])
+    before = _snapshot(run)
+    proc = xinet_train("--resume", run, "--total-steps", 1200, "--no-progress", "--device", "cpu")
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("xinet-train: error:") and "no valid checkpoint" in last and "Traceback" not in proc.stderr
+    assert message in proc.stderr  # each skipped checkpoint is named with its reason
+    assert _snapshot(run) == before
+
+
+def test_newest_invalid_checkpoint_falls_back_to_the_previous(finished_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    newest, previous = checkpoint_dirs(run)[:2]
+    _damage("truncated", newest)
+    assert previous.name == "step_0000000400"
+    proc = xinet_train("--resume", run, "--total-steps", 1200, "--no-progress", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert f"skipping invalid checkpoint: {newest}" in proc.stderr
+    steps = [int(r["step"]) for r in eval_rows(run) if r["event"] == "eval"]
+    assert steps == [400, 800, 1200]  # rows after the checkpoint used were written again once, not duplicated
+
+
+@pytest.mark.parametrize("kind,message", [("truncated", "not a valid safetensors"), ("bit-flipped", "checksum"),
+                                          ("pickle", "not a valid safetensors"), ("wrong-schema", "metadata")])
+def test_damaged_model_files_are_rejected(finished_run, tmp_path, kind, message):
+    path = tmp_path / "model.safetensors"
+    data = (finished_run / "model.safetensors").read_bytes()
+    if kind == "truncated":
+        data = data[: len(data) // 2]
+    elif kind == "bit-flipped":
+        data = bytearray(data)
+        data[-100] ^= 0x01
+        data = bytes(data)
+    elif kind == "pickle":
+        data = pickle.dumps({"policy": np.zeros(3)})
+    elif kind == "wrong-schema":
+        from safetensors.torch import save
+
+        from xinet_rl.io import FORMAT, tensors_digest
+
+        tensors = {"w": torch.zeros(2)}
+        data = save(tensors, metadata={"format": FORMAT, "meta": json.dumps({"config": 3}),
+                                       "sha256": tensors_digest(tensors)})
+    path.write_bytes(data)
+    with pytest.raises(ModelFileError, match=message) as info:
+        XiSAC.load(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("env_id,message", [("faulty_envs:NanObs-v0", "non-finite observation"),
+                                            ("faulty_envs:Raises-v0", "raised RuntimeError")])
+def test_bad_environment_stops_with_exit_3_and_keeps_the_checkpoint(tmp_path, env_id, message):
+    run = tmp_path / "run"
+    proc = xinet_train("--env", env_id, *SMALL, "--set", "checkpoint_freq=500", "--set", "eval_freq=10000",
+                       "--total-steps", 2000, "--out", run)
+    assert proc.returncode == 3, proc.stderr[-1500:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("xinet-train: error:") and message in last and "Traceback" not in proc.stderr
+    assert "at step 70" in last or "Raises" in env_id
+    assert [p.name for p in checkpoint_dirs(run)] == ["step_0000000500"]
+    read_checkpoint(checkpoint_dirs(run)[0])
+
+
+def test_nan_in_a_loss_stops_training_with_a_diagnosis(tmp_path):
+    from xinet_rl.callbacks import Checkpoints
+    from xinet_rl.envs import make_env
+    from xinet_rl.guards import TrainingError
+
+    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", learning_starts=100,
+                  ofenet_pretrain_steps=5, batch_size=32, buffer_size=1000, ofenet_layers=2, ofenet_units=8,
+                  actor_widths=[16, 16], critic_widths=[16, 16])
+    model.learn(200, callback=Checkpoints(tmp_path, every=150, keep=2))
+    with torch.no_grad():
+        model.policy.critic2.out.weight[0, 0] = float("nan")
+    with pytest.raises(TrainingError, match=r"non-finite critic loss.* at step 20\d"):
+        model.learn(50, reset_num_timesteps=False)
+    read_checkpoint(checkpoint_dirs(tmp_path)[0])
+
+
+def test_checkpoint_write_failing_midway_leaves_the_previous_one_valid(tmp_path, monkeypatch):
+    from xinet_rl.envs import make_env
+
+    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", learning_starts=100,
+                  ofenet_pretrain_steps=5, batch_size=32, buffer_size=1000, ofenet_layers=2, ofenet_units=8,
+                  actor_widths=[16, 16], critic_widths=[16, 16])
+    model.learn(150)
+    first = model.save_checkpoint(tmp_path, keep=2)
+    model.learn(50, reset_num_timesteps=False)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        model.save_checkpoint(tmp_path, keep=2)
+    assert checkpoint_dirs(tmp_path) == [first]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+    read_checkpoint(first)
