@@ -62,13 +62,16 @@ class TrainConfig(AgentConfig):
     eval_freq: int = 5_000
     eval_episodes: int = 10
     log_interval: int = 1  # episodes between TensorBoard/console dumps
+    variant: str = "xinet"  # xinet | unpruned (no gates) | small (final widths of arch_from, no gates) | sac (no OFENet)
+    arch_from: str = ""  # run directory or model file whose final widths the `small` variant trains from scratch
     checkpoint_freq: int = 10_000  # steps between checkpoints (0: only on SIGINT/SIGTERM)
     keep_checkpoints: int = 2  # newest checkpoints kept
 
 
 AGENT_KEYS = {f.name for f in fields(AgentConfig)}
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}
-_CHOICES = {"gate_estimator": ("curvature", "straight_through")}
+VARIANTS = ("xinet", "unpruned", "small", "sac")
+_CHOICES = {"gate_estimator": ("curvature", "straight_through"), "variant": VARIANTS}
 _UNIT_INTERVAL = {"deploy_cost_mix", "pi_init", "tau", "gamma", "loss_scale_decay"}
 _POSITIVE = {"batch_size", "buffer_size", "ofenet_units", "total_steps", "eval_freq", "eval_episodes", "learning_rate",
              "ofenet_lr", "pi_lr", "pi_update_every", "ent_coef_init", "log_interval", "prune_interval",
@@ -217,6 +220,19 @@ def resolve_config(env_id: str, config_file: str | None = None, overrides: list[
         apply_overrides(config, parse_set(overrides), "--set", env_id)
     if total_steps is not None:
         apply_overrides(config, {"total_steps": total_steps}, "--total-steps", env_id)
+    return apply_variant(config)
+
+
+def apply_variant(config: TrainConfig) -> TrainConfig:
+    """The baselines of METHOD.md section 5 share every other key with the gated agent."""
+    if config.variant == "small" and not config.arch_from:
+        raise ConfigError("variant 'small' needs --arch-from RUN (a pruned run directory or model file)")
+    if config.variant != "small" and config.arch_from:
+        raise ConfigError("--arch-from is only used by --variant small")
+    if config.variant != "xinet":
+        config.gated = False
+    if config.variant == "sac":
+        config.ofenet_layers = 0
     return config
 
 

@@ -100,6 +100,8 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise ModelFileError(f"{path}: not a valid safetensors model file ({str(exc).splitlines()[0][:120]})") from None
     if info.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an XiNet-RL model file (format {info.get('format')!r})")
+    if "sha256" not in info:
+        raise ModelFileError(f"{path}: the model file has no checksum (written by an older version of XiNet-RL?)")
     if info.get("sha256") != tensors_digest(tensors):
         raise ModelFileError(f"{path}: the weights do not match their checksum (corrupted file)")
     try:

@@ -56,7 +56,8 @@ class OFENet(nn.Module):
         z_s_dim = obs_dim + sum(state_widths)
         self.state = DenseBlock(obs_dim, state_widths, gated, pi_init)
         self.state_action = DenseBlock(z_s_dim + act_dim, state_action_widths, gated, pi_init)
-        self.aux_head = nn.Linear(z_s_dim + act_dim + sum(state_action_widths), aux_dim)
+        # aux_dim 0: no OFENet at all (the plain-SAC baseline), features are the raw observation and action.
+        self.aux_head = nn.Linear(z_s_dim + act_dim + sum(state_action_widths), aux_dim) if aux_dim > 0 else None
         self.eval()
 
     def z_s(self, obs: Tensor, tape: MaskTape | None = None) -> Tensor:
@@ -69,6 +70,7 @@ class OFENet(nn.Module):
         """``(z_s, z_sa, predicted next observation)``."""
         z_s = self.z_s(obs, tape)
         z_sa = self.z_sa(z_s, action, tape)
+        assert self.aux_head is not None, "this model has no OFENet auxiliary head"
         return z_s, z_sa, self.aux_head(z_sa)
 
     @contextmanager

@@ -152,8 +152,9 @@ class XiPolicy(BasePolicy):
         return [m.trunk.gates[int(index)] for m in self._mlp_pair(head) if len(m.trunk.gates)]
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
-        found = [self.ofenet_optimizer, self.actor_optimizer, self.critic_optimizer, self.ent_coef_optimizer]
-        return found + ([self.gate_optimizer] if self.gate_optimizer is not None else [])
+        found = [self.ofenet_optimizer, self.actor_optimizer, self.critic_optimizer, self.ent_coef_optimizer,
+                 self.gate_optimizer]
+        return [o for o in found if o is not None]
 
     def drop_empty_layers(self) -> None:
         """Remove DenseNet layers left with no units (and their parameters from every optimizer)."""
@@ -174,7 +175,8 @@ class XiPolicy(BasePolicy):
     def make_optimizers(self) -> None:
         lr, hp = self.hparams["lr"], self.hparams
         adam = functools.partial(torch.optim.Adam, fused=True)  # one kernel per optimizer step, CPU and CUDA
-        self.ofenet_optimizer = adam(weights_of(self.ofenet), lr=hp["ofenet_lr"])
+        ofenet_weights = weights_of(self.ofenet)
+        self.ofenet_optimizer = adam(ofenet_weights, lr=hp["ofenet_lr"]) if ofenet_weights else None
         self.actor_optimizer = adam(weights_of(self.actor), lr=lr)
         self.critic_optimizer = adam(weights_of(self.critic1) + weights_of(self.critic2), lr=lr)
         self.ent_coef_optimizer = adam([self.log_ent_coef], lr=lr)

@@ -122,7 +122,8 @@ def build_structure(w: Widths) -> Structure:
 
     z_s = dense_block("state", w.state, (OBS,), deploy=True)
     z_sa = dense_block("state_action", w.state_action, z_s + (ACT,), deploy=False)
-    layers.append(LayerSpec("aux_head", z_sa, None, w.aux_dim, "ofenet"))
+    if w.aux_dim > 0:
+        layers.append(LayerSpec("aux_head", z_sa, None, w.aux_dim, "ofenet"))
     mlp("actor", w.actor, z_s, {"mu": w.act_dim, "log_std": w.act_dim}, deploy=True)
     for critic in CRITICS:
         mlp(critic, getattr(w, critic), z_sa, {"out": 1}, deploy=False)

@@ -59,6 +59,8 @@ class XiSAC(OffPolicyAlgorithm):
         self._widths = widths
         self.prune_events: list[dict[str, Any]] = []
         self.update_seconds: float | None = None
+        spec = getattr(getattr(self.env, "envs", [None])[0], "spec", None) if self.env is not None else None
+        self.env_id: str | None = spec.id if spec is not None else None
         if _init_setup_model:
             self._setup_model()
 
@@ -70,7 +72,8 @@ class XiSAC(OffPolicyAlgorithm):
         if cfg.aux_target_dim > obs_dim:
             raise ValueError(f"aux_target_dim {cfg.aux_target_dim} exceeds the observation size {obs_dim}")
         block = [cfg.ofenet_units] * cfg.ofenet_layers
-        return Widths(obs_dim, act_dim, cfg.aux_target_dim or obs_dim, list(block), list(block),
+        aux_dim = (cfg.aux_target_dim or obs_dim) if cfg.ofenet_layers > 0 else 0  # no OFENet: no auxiliary task
+        return Widths(obs_dim, act_dim, aux_dim, list(block), list(block),
                       list(cfg.actor_widths), list(cfg.critic_widths), list(cfg.critic_widths))
 
     def _setup_model(self) -> None:
@@ -89,14 +92,16 @@ class XiSAC(OffPolicyAlgorithm):
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         p, cfg = self.policy, self.config
         self.policy.set_training_mode(True)
-        while int(p.pretrain_done) < cfg.ofenet_pretrain_steps:  # OFENet pre-training, once, before any SAC update
+        has_ofenet = p.ofenet_optimizer is not None
+        while has_ofenet and int(p.pretrain_done) < cfg.ofenet_pretrain_steps:  # once, before any SAC update
             self._ofenet_update(batch_size, update_gates=cfg.gated)
             p.pretrain_done += 1
         for _ in range(gradient_steps):
             started = time.perf_counter()
             gate_step = cfg.gated and self._n_updates % cfg.pi_update_every == 0
             pi_grads: dict[str, Tensor] = {}
-            aux_loss = self._ofenet_update(batch_size, update_gates=False, pi_grads=pi_grads if gate_step else None)
+            aux_loss = (self._ofenet_update(batch_size, update_gates=False, pi_grads=pi_grads if gate_step else None)
+                        if has_ofenet else torch.zeros((), device=self.device))
             losses = self._sac_update(batch_size, pi_grads if gate_step else None)
             if gate_step:  # gates: loss part / s_k plus α ∂C/∂π, one projected Adam step
                 self._gate_step(pi_grads)
@@ -325,7 +330,8 @@ class XiSAC(OffPolicyAlgorithm):
         write_model_file(path, self.policy.state_dict(), self.metadata())
 
     def metadata(self) -> dict[str, Any]:
-        return {"algorithm": "XiSAC", "config": agent_kwargs(self.config), "widths": self.policy.widths.to_dict(),
+        return {"algorithm": "XiSAC", "env_id": self.env_id, "config": agent_kwargs(self.config),
+                "widths": self.policy.widths.to_dict(),
                 "observation_space": _space_to_json(self.observation_space),
                 "action_space": _space_to_json(self.action_space), "num_timesteps": int(self.num_timesteps),
                 "n_updates": int(self._n_updates)}
@@ -362,16 +368,15 @@ class XiSAC(OffPolicyAlgorithm):
             model.set_env(env)
         model.num_timesteps = int(meta.get("num_timesteps", 0))
         model._n_updates = int(meta.get("n_updates", 0))
+        model.env_id = meta.get("env_id")
         return model
 
     # ----- checkpoints ---------------------------------------------------------------------------------------------
     def _named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         p = self.policy
         named = {"ofenet": p.ofenet_optimizer, "actor": p.actor_optimizer, "critic": p.critic_optimizer,
-                 "ent_coef": p.ent_coef_optimizer}
-        if p.gate_optimizer is not None:
-            named["gate"] = p.gate_optimizer
-        return named
+                 "ent_coef": p.ent_coef_optimizer, "gate": p.gate_optimizer}
+        return {name: optimizer for name, optimizer in named.items() if optimizer is not None}
 
     def save_checkpoint(self, run_dir: str | Path, keep: int, extra: dict[str, Any] | None = None) -> Path:
         """Everything needed to continue this run exactly: model, optimizers, replay buffer, counters, every RNG and

@@ -31,10 +31,12 @@ from xinet_rl.agents.xisac import XiSAC
 from xinet_rl.callbacks import Checkpoints, Evaluate, EvaluationsCSV, ProgressBar, RecordPruning
 from xinet_rl.checkpoint import CheckpointError, checkpoint_dirs, env_state, read_checkpoint, set_env_state
 from xinet_rl.cli.common import Parser, UsageError, run_main
-from xinet_rl.config import ConfigError, TrainConfig, agent_kwargs, apply_overrides, read_yaml, resolve_config
+from xinet_rl.config import (VARIANTS, ConfigError, TrainConfig, agent_kwargs, apply_overrides, read_yaml,
+                             resolve_config)
 from xinet_rl.envs import check_env_id, make_env
 from xinet_rl.guards import FiniteObservations, GuardedEnv
-from xinet_rl.io import write_text_atomic
+from xinet_rl.io import ModelFileError, read_model_file, write_text_atomic
+from xinet_rl.structure import Widths
 
 PROG = "xinet-train"
 
@@ -55,6 +57,9 @@ def build_parser() -> Parser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key (repeatable)")
+    parser.add_argument("--variant", choices=VARIANTS, help="xinet (default), unpruned (same widths, no gates), "
+                        "small (final widths of --arch-from, from scratch, no gates) or sac (no OFENet)")
+    parser.add_argument("--arch-from", metavar="RUN", help="pruned run directory or model file (for --variant small)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest valid checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -114,7 +119,8 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
     if resume_from is None:
         write_text_atomic(run_dir / "config.yaml",
                           yaml.safe_dump({"env": env_id, "seed": seed, **asdict(config)}, sort_keys=False))
-        model = XiSAC(env, seed=seed, device=device, **agent_kwargs(config))
+        widths = arch_widths(config.arch_from) if config.variant == "small" else None
+        model = XiSAC(env, seed=seed, device=device, widths=widths, **agent_kwargs(config))
         run_info: dict[str, Any] = {"params_initial": model.policy.param_counts(),
                                     "widths_initial": model.policy.widths.networks(),
                                     "flops_initial": model.policy.flops(config.batch_size), "elapsed": 0.0}
@@ -168,6 +174,18 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
     return summary
 
 
+def arch_widths(source: str) -> Widths:
+    """The final widths of a run directory (its ``model.safetensors``) or of a model file."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    _, meta = read_model_file(path)
+    try:
+        return Widths.from_dict(meta["widths"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelFileError(f"{path}: the model file does not record its widths") from None
+
+
 def load_run_config(run_dir: Path, total_steps: int | None) -> tuple[str, int, TrainConfig]:
     """The environment, seed and configuration a run directory was started with."""
     data = read_yaml(run_dir / "config.yaml")
@@ -186,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         args = build_parser().parse_args(argv)
         device = resolve_device(args.device)
         if args.resume is not None:
-            if args.env or args.config or args.overrides or args.out:
+            if args.env or args.config or args.overrides or args.out or args.variant or args.arch_from:
                 raise UsageError("--resume takes only --total-steps, --device and --no-progress")
             run_dir = Path(args.resume)
             if not run_dir.is_dir():
@@ -198,7 +216,14 @@ def main(argv: list[str] | None = None) -> None:
         if not args.env:
             raise UsageError("the following arguments are required: --env (or --resume DIR)")
         check_env_id(args.env)
-        config = resolve_config(args.env, args.config, args.overrides, args.total_steps)
+        overrides = list(args.overrides)
+        if args.variant:
+            overrides.append(f"variant={args.variant}")
+        if args.arch_from:
+            overrides.append(f"arch_from={args.arch_from}")
+        config = resolve_config(args.env, args.config, overrides, args.total_steps)
+        if config.variant == "small":
+            arch_widths(config.arch_from)  # a missing or foreign source run is a user error, before anything is written
         run_dir = Path(args.out) if args.out else default_run_dir(args.env, args.seed)
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise UsageError(f"run directory {run_dir} already exists and is not empty (resume it with --resume)")
