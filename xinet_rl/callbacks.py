@@ -42,6 +42,9 @@ class EvaluationsCSV:
 
     def _model_columns(self, model) -> dict:
         p = model.policy
+        if not hasattr(p, "expected_param_counts"):  # stable-baselines3's own SAC, the external reference
+            counts = sb3_param_counts(model)
+            return {"params_train": counts["train"], "params_deploy": counts["deploy"]}
         expected, actual, flops = p.expected_param_counts(), p.param_counts(), p.flops(model.batch_size)
         return {"expected_params_train": round(expected["train"], 2),
                 "expected_params_deploy": round(expected["deploy"], 2), "params_train": actual["train"],
@@ -77,6 +80,13 @@ class EvaluationsCSV:
         row = {**self._model_columns(model), "step": event["step"], "event": "prune",
                "update_ms": "" if event["update_ms_before"] is None else event["update_ms_before"]}
         self._write(row)
+
+
+def sb3_param_counts(model) -> dict[str, int]:
+    """Parameters of a stable-baselines3 SAC: actor and both critics (train), actor (deploy); targets excluded."""
+    actor = sum(x.numel() for x in model.policy.actor.parameters())
+    critic = sum(x.numel() for x in model.policy.critic.parameters())
+    return {"train": actor + critic, "deploy": actor}
 
 
 class RecordPruning(BaseCallback):

@@ -10,8 +10,9 @@ from xinet_rl.config import ConfigError
 from xinet_rl.envs.make import EnvError
 from xinet_rl.guards import TrainingError
 from xinet_rl.io import ModelFileError
+from xinet_rl.report.runs import RunError
 
-USER_ERRORS = (ConfigError, EnvError, ModelFileError)
+USER_ERRORS = (ConfigError, EnvError, ModelFileError, RunError)
 
 
 class UsageError(ValueError):

@@ -113,6 +113,7 @@ def newest_valid_checkpoint(run_dir: Path) -> Path:
 def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: torch.device,
           progress: bool = True, resume_from: Path | None = None) -> dict:
     """Train (or resume), evaluate and write every artifact of a run into ``run_dir``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     env = GuardedEnv(make_env(env_id, seed=seed))
     eval_env = Monitor(make_env(env_id, seed=seed + 10_000))
     table = EvaluationsCSV(run_dir / "evaluations.csv")

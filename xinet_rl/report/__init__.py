@@ -1,0 +1,1 @@
+"""Reading finished runs, aggregate statistics (rliable) and plots for comparisons across seeds."""
