@@ -36,6 +36,21 @@ def run_main(prog: str, body: Callable[[], int | None]) -> None:
     raise SystemExit(code or 0)
 
 
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for integers of at least ``minimum``, with a message that says so."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            kind = "a non-negative integer" if minimum == 0 else f"an integer of at least {minimum}"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+        return value
+
+    return parse
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with the same one-line error format and exit code 2."""
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from xinet_rl.checkpoint import checkpoint_dirs
-from xinet_rl.cli.common import Parser, UsageError, run_main
+from xinet_rl.cli.common import Parser, UsageError, int_at_least, run_main
 from xinet_rl.config import VARIANTS, resolve_config
 from xinet_rl.envs import check_env_id
 from xinet_rl.report.aggregate import curves, improvement, iqm_and_mean, score_matrices
@@ -34,11 +34,11 @@ def build_parser() -> Parser:
     parser.add_argument("--env", help="gymnasium id (HalfCheetah-v4, Hopper-v4, ...)")
     parser.add_argument("--variants", default="xinet,small,unpruned,sac",
                         help=f"comma-separated, from {', '.join(ALL_VARIANTS)}")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1")
-    parser.add_argument("--total-steps", type=int, help="environment steps per run")
+    parser.add_argument("--seeds", type=int_at_least(1), default=3, help="seeds 0..K-1")
+    parser.add_argument("--total-steps", type=int_at_least(0), help="environment steps per run")
     parser.add_argument("--config", help="YAML file of config keys for every run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--workers", type=int, default=None, help="parallel runs on a local Ray (default: CPU count)")
+    parser.add_argument("--workers", type=int_at_least(1), default=None, help="parallel runs on a local Ray (default: CPU count)")
     parser.add_argument("--address", help="join an existing Ray cluster (host:port) instead of starting one")
     parser.add_argument("--runs", nargs="+", metavar="DIR", help="report on these finished run directories only")
     parser.add_argument("--out", required=True, help="output directory (runs/, report.md, results.json, plots)")
@@ -208,8 +208,6 @@ def main(argv: list[str] | None = None) -> None:
             if unknown or not variants:
                 raise UsageError(f"unknown variant(s) {', '.join(unknown) or '(none)'}: choose from "
                                  f"{', '.join(ALL_VARIANTS)}")
-            if args.seeds < 1 or (args.workers is not None and args.workers < 1):
-                raise UsageError("--seeds and --workers must be at least 1")
             probe = resolve_config(args.env, args.config, args.overrides, args.total_steps)  # bad keys fail here
             del probe
             run_dirs = run_all(args, variants, out)

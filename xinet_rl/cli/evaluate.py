@@ -13,7 +13,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from xinet_rl.agents.xisac import XiSAC
-from xinet_rl.cli.common import Parser, UsageError, run_main
+from xinet_rl.cli.common import Parser, UsageError, int_at_least, run_main
 from xinet_rl.config import read_yaml
 from xinet_rl.envs import check_env_id, make_env
 
@@ -23,25 +23,13 @@ PROG = "xinet-eval"
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Evaluate a saved XiSAC policy (a run directory or a model file).")
     parser.add_argument("path", help="run directory (its model.safetensors) or model file")
-    parser.add_argument("--episodes", type=_positive_int, default=10)
+    parser.add_argument("--episodes", type=int_at_least(1), default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--env", help="environment id (default: the one the model was trained on)")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--video", metavar="DIR", help="record MP4 videos of the episodes into DIR")
     return parser
-
-
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def resolve_model_path(path: Path) -> Path:

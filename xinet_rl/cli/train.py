@@ -30,7 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 from xinet_rl.agents.xisac import XiSAC
 from xinet_rl.callbacks import Checkpoints, Evaluate, EvaluationsCSV, ProgressBar, RecordPruning
 from xinet_rl.checkpoint import CheckpointError, checkpoint_dirs, env_state, read_checkpoint, set_env_state
-from xinet_rl.cli.common import Parser, UsageError, run_main
+from xinet_rl.cli.common import Parser, UsageError, int_at_least, run_main
 from xinet_rl.config import (VARIANTS, ConfigError, TrainConfig, agent_kwargs, apply_overrides, read_yaml,
                              resolve_config)
 from xinet_rl.envs import check_env_id, make_env
@@ -51,8 +51,8 @@ def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Train a SAC agent with a gated OFENet that prunes itself while it learns.")
     parser.add_argument("--env", help="gymnasium id, e.g. HalfCheetah-v4")
     parser.add_argument("--config", help="YAML file of config keys (applied after the environment's defaults)")
-    parser.add_argument("--total-steps", type=_non_negative_int, help="environment steps (overrides total_steps)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0)
+    parser.add_argument("--total-steps", type=int_at_least(0), help="environment steps (overrides total_steps)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument("--out", help="run directory (default: runs/ENV_sSEED_TIME)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -63,16 +63,6 @@ def build_parser() -> Parser:
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest valid checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
 
 
 def resolve_device(name: str) -> torch.device:
