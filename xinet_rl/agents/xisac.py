@@ -1,8 +1,9 @@
 """``XiSAC``: Soft Actor-Critic on gated OFENet features, with gates trained under the cost-aware regularizer.
 
 Built on stable-baselines3's off-policy base, so ``learn``, ``predict``, callbacks, VecEnv and ``evaluate_policy``
-behave as in SB3. The training step (:meth:`XiSAC.train`) reads top to bottom: OFENet auxiliary update, critic
-update, actor update, temperature, gate step with cost, projection, targets.
+behave as in SB3. The training step (:meth:`XiSAC.train`) reads top to bottom: OFENet auxiliary update, then the SAC
+update (critics, actor, temperature, targets), then one gate step with the cost and the projection, then the
+pruning check. Checkpoints (:meth:`XiSAC.save_checkpoint`) hold everything needed to continue a run exactly.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.utils import polyak_update
 from torch import Tensor
 
-from xinet_rl.checkpoint import CheckpointError, env_state, read_checkpoint, rng_state, set_env_state, set_rng_state
-from xinet_rl.checkpoint import write_checkpoint
+from xinet_rl.checkpoint import (CheckpointError, env_state, read_checkpoint, rng_state, set_env_state, set_rng_state,
+                                 write_checkpoint)
 from xinet_rl.config import AgentConfig, agent_kwargs
-from xinet_rl.guards import TrainingError
 from xinet_rl.gates import MaskTape, curvature_corrected, flip_difference, straight_through
+from xinet_rl.guards import TrainingError
 from xinet_rl.io import ModelFileError, read_model_file, write_model_file
 from xinet_rl.policy import XiPolicy
 from xinet_rl.pruning import prune, units_to_keep, update_counters
