@@ -14,9 +14,6 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-ESTIMATORS = ("curvature", "straight_through")
-
-
 class Gate(nn.Module):
     """The gate parameters ``π`` of one layer's units (initialised to ``pi_init``), and for each unit the number of
     consecutive pruning checks at which ``π`` was at 0 (the pruner's counter, saved with the model)."""
@@ -65,11 +62,6 @@ class MaskTape:
             mask = torch.bernoulli(probs, generator=self._generator).requires_grad_(True)
         self.masks.append(mask)
         return mask
-
-
-def project_gates(gates: Sequence[Gate]) -> None:
-    for gate in gates:
-        gate.project_()
 
 
 def straight_through(masks: Sequence[Tensor], mask_grads: Sequence[Tensor]) -> list[Tensor]:

@@ -4,8 +4,8 @@ A *group* is a block of features that is kept or removed unit by unit: the raw o
 output units of one gated layer. Every layer reads a concatenation of groups in a fixed order (an OFENet layer reads
 the observation and every earlier layer of its block, the actor's first layer reads ``z_s``, a critic's first layer
 and the auxiliary head read ``z_sa``). Three things are derived from this one description: building the networks
-(:mod:`xinet_rl.policy`), the expected parameter count (:mod:`xinet_rl.cost`) and, for pruning, the offsets of a
-unit's column in every consumer.
+(:mod:`xinet_rl.policy`), the expected parameter count (:mod:`xinet_rl.cost`) and, for pruning
+(:mod:`xinet_rl.pruning`), the columns a unit occupies in every layer that reads its group.
 """
 
 from __future__ import annotations
@@ -80,17 +80,6 @@ class Structure:
     @property
     def gated_groups(self) -> list[str]:
         return [layer.out for layer in self.layers if layer.out is not None]
-
-    def consumers(self, group: str) -> list[tuple[LayerSpec, int]]:
-        """Every layer that reads ``group``, with the column offset of the group in that layer's input."""
-        found = []
-        for layer in self.layers:
-            offset = 0
-            for g in layer.inputs:
-                if g == group:
-                    found.append((layer, offset))
-                offset += self.groups[g]
-        return found
 
 
 def block_group(block: str, index: int) -> str:
