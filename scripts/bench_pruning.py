@@ -19,7 +19,7 @@ import torch
 
 from xinet_rl import XiSAC
 from xinet_rl.envs import make_env
-from xinet_rl.pruning import prune
+from xinet_rl.pruning import prune_to_fraction
 
 
 def build(keep_fraction: float, seed: int = 0) -> XiSAC:
@@ -29,12 +29,7 @@ def build(keep_fraction: float, seed: int = 0) -> XiSAC:
                   prune_start=10**9)
     model.learn(2000)  # random actions fill the buffer; no update yet
     if keep_fraction < 1.0:
-        keep = {}
-        for group, gate in model.policy.gates().items():
-            mask = torch.zeros(gate.units, dtype=torch.bool)
-            mask[: max(1, round(gate.units * keep_fraction))] = True
-            keep[group] = mask
-        prune(model.policy, keep)
+        prune_to_fraction(model.policy, keep_fraction)
     return model
 
 

@@ -98,6 +98,17 @@ def prune(policy, keep: dict[str, Tensor]) -> dict[str, int]:
     return removed
 
 
+def prune_to_fraction(policy, keep_fraction: float) -> dict[str, int]:
+    """Keep the first ``keep_fraction`` of the units of every gated layer (at least one): models of a known smaller
+    size for benchmarks."""
+    keep = {}
+    for group, gate in policy.gates().items():
+        mask = torch.zeros(gate.units, dtype=torch.bool)
+        mask[: max(1, round(gate.units * keep_fraction))] = True
+        keep[group] = mask
+    return prune(policy, keep)
+
+
 def _take(t: Tensor, index: Tensor | None, dim: int) -> Tensor:
     return t if index is None else t.index_select(dim, index)
 

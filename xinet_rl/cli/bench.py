@@ -24,7 +24,7 @@ from xinet_rl.cli.common import Parser, int_at_least, run_main
 from xinet_rl.config import TrainConfig, agent_kwargs, apply_variant, resolve_config
 from xinet_rl.envs import check_env_id, make_env
 from xinet_rl.export import export_policy
-from xinet_rl.pruning import prune
+from xinet_rl.pruning import prune_to_fraction
 
 PROG = "xinet-bench"
 
@@ -58,12 +58,7 @@ def steps_per_second(model, steps: int, warmup: int, fill: int) -> float:
 def xisac(env_id: str, variant: str, fill: int, keep: float = 1.0) -> XiSAC:
     model = XiSAC(make_env(env_id, seed=0), seed=0, device="cpu", **agent_kwargs(_config(env_id, variant, fill)))
     if keep < 1.0:
-        masks = {}
-        for group, gate in model.policy.gates().items():
-            mask = torch.zeros(gate.units, dtype=torch.bool)
-            mask[: max(1, round(gate.units * keep))] = True
-            masks[group] = mask
-        prune(model.policy, masks)
+        prune_to_fraction(model.policy, keep)
     return model
 
 
