@@ -260,3 +260,10 @@ def test_checkpoint_write_failing_midway_leaves_the_previous_one_valid(tmp_path,
     assert checkpoint_dirs(tmp_path) == [first]
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp")]
     read_checkpoint(first)
+    # A process killed while writing leaves its temporary directory; the next checkpoint removes it.
+    stale = tmp_path / "checkpoints" / ".tmp_step_0000000100_99999"
+    stale.mkdir()
+    (stale / "state.safetensors").write_bytes(b"half")
+    monkeypatch.undo()
+    model.save_checkpoint(tmp_path, keep=2)
+    assert not stale.exists() and len(checkpoint_dirs(tmp_path)) == 2

@@ -131,9 +131,10 @@ def write_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor],
     """Write a checkpoint atomically, then delete all but the newest ``keep``."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp_step_*"):  # left by a process killed while writing (one writer per run)
+        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step_{step:010d}"
     tmp = root / f".tmp_step_{step:010d}_{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
