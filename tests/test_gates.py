@@ -166,3 +166,25 @@ def test_flip_estimator_is_exact_for_a_single_unit(value):
     est = flip_difference([mask], grads, losses, per_sample)[0]
     exact = (per_sample([torch.ones(64, 1)]) - per_sample([torch.zeros(64, 1)])).mean()
     assert torch.allclose(est, exact.reshape(1), atol=1e-6)
+
+
+def test_joint_draw_gives_each_layer_its_own_bernoulli_masks_and_gradients():
+    """``MaskTape.draw_all`` (one Bernoulli call for a whole network) hands each layer a mask with its own ``π`` and
+    autograd returns the same per-layer gradients as masks drawn one by one."""
+    torch.manual_seed(0)
+    net = GatedMLP(6, [40, 30], gated=True, pi_init=1.0)
+    with torch.no_grad():
+        net.gates[0].pi.fill_(0.2)
+        net.gates[1].pi.fill_(0.7)
+    tape = MaskTape.draw_all([g.pi for g in net.gates], 4000, torch.Generator().manual_seed(1))
+    x = torch.randn(4000, 6)
+    out = net(x, tape)
+    assert [tuple(m.shape) for m in tape.masks] == [(4000, 40), (4000, 30)]
+    assert abs(tape.masks[0].mean().item() - 0.2) < 0.01 and abs(tape.masks[1].mean().item() - 0.7) < 0.01
+    joint_grads = torch.autograd.grad(out.square().sum(), tape.masks)
+    separate = [m.detach().clone().requires_grad_(True) for m in tape.masks]
+    reference = torch.autograd.grad(net(x, MaskTape(replay=separate)).square().sum(), separate)
+    for a, b in zip(joint_grads, reference):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="shape"):
+        net(x[:10], MaskTape.draw_all([g.pi for g in net.gates], 4000))

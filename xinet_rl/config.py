@@ -27,6 +27,9 @@ class AgentConfig:
     learning_rate: float = 3e-4
     ofenet_lr: float = 3e-4
     buffer_size: int = 1_000_000
+    # float32 storage; true: next observations are not stored (half the memory), but SB3 then treats a time-limit
+    # truncation as a termination (no bootstrap at the episode's cut)
+    optimize_memory_usage: bool = False
     learning_starts: int = 10_000
     ofenet_pretrain_steps: int = 10_000
     batch_size: int = 256

@@ -87,18 +87,23 @@ class CostRegularizer(nn.Module):
         return (1 - self.beta) * train / self.train0.item() + self.beta * deploy / self.deploy0.item()
 
     def pi_grads(self, structure: Structure, pis: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """``α ∂C/∂π_j``, recomputed from the current ``π`` (the per-unit coefficients the method sets itself).
+        """``α ∂C/∂π_j``, recomputed from the current ``π`` (the per-unit coefficients the method sets itself)."""
+        costs = self.unit_costs(structure, pis)
+        return {g: torch.full_like(pis[g], cost) for g, cost in costs.items()}
 
-        ``C`` is multilinear in the group sums, so every unit of a group has the same marginal cost; it is computed in
-        closed form from the sums (one host read) instead of by autograd on ``C``.
-        """
+    def unit_costs(self, structure: Structure, pis: Mapping[str, Tensor]) -> dict[str, float]:
+        """``α ∂C/∂π_j`` for a unit of each group. ``C`` is multilinear in the group sums, so every unit of a group has
+        the same marginal cost; it is computed in closed form from the sums (one host read) instead of by autograd."""
         names = list(pis)
-        sums = dict(zip(names, torch.stack([pis[g].detach().sum() for g in names]).tolist())) if names else {}
+        if not names:
+            return {}
+        with torch.no_grad():  # π >= 0, so the 1-norm is the sum: one operator call for every group
+            sums = dict(zip(names, torch.stack(torch._foreach_norm([pis[g] for g in names], 1)).tolist()))
         train = marginal_costs(structure, sums)
         deploy = marginal_costs(structure, sums, deploy_only=True)
         w_train = self.alpha * (1 - self.beta) / float(self.train0)
         w_deploy = self.alpha * self.beta / float(self.deploy0)
-        return {g: torch.full_like(pis[g], w_train * train.get(g, 0.0) + w_deploy * deploy.get(g, 0.0)) for g in names}
+        return {g: w_train * train.get(g, 0.0) + w_deploy * deploy.get(g, 0.0) for g in names}
 
 
 def marginal_costs(structure: Structure, sums: Mapping[str, float], deploy_only: bool = False) -> dict[str, float]:

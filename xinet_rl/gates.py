@@ -54,14 +54,43 @@ class MaskTape:
         self._replay = replay
         self._generator = generator
 
+    @classmethod
+    def draw_all(cls, pis: Sequence[Tensor], batch: int, generator: torch.Generator | None = None) -> "MaskTape":
+        """A tape whose masks for the given gates (in forward order) are drawn in one Bernoulli call: one
+        ``batch x Σ units`` leaf tensor, handed out per layer as views (a few operator calls instead of a few per
+        layer; autograd returns the per-layer gradients as before)."""
+        if not pis:
+            return cls(replay=[])
+        with torch.no_grad():
+            probs = torch.cat(list(pis)).expand(batch, -1)
+        joint = torch.bernoulli(probs, generator=generator).requires_grad_(True)
+        return cls(replay=list(joint.split([pi.shape[0] for pi in pis], dim=1)))
+
+    def split(self, counts: Sequence[int]) -> list["MaskTape"]:
+        """Tapes that replay consecutive runs of this tape's pre-drawn masks (one tape per network)."""
+        assert self._replay is not None and sum(counts) == len(self._replay), "split needs a fully pre-drawn tape"
+        tapes, start = [], 0
+        for count in counts:
+            tapes.append(MaskTape(replay=self._replay[start:start + count]))
+            start += count
+        return tapes
+
     def draw(self, pi: Tensor, batch: int) -> Tensor:
         if self._replay is not None:
             mask = self._replay[len(self.masks)]
+            if mask.shape != (batch, pi.shape[0]):
+                raise ValueError(f"mask {len(self.masks)} has shape {tuple(mask.shape)}, the layer needs "
+                                 f"{(batch, pi.shape[0])}")
         else:
             probs = pi.expand(batch, -1)
             mask = torch.bernoulli(probs, generator=self._generator).requires_grad_(True)
         self.masks.append(mask)
         return mask
+
+
+def _detached_cat(tensors: Sequence[Tensor]) -> Tensor:
+    with torch.no_grad():
+        return torch.cat(list(tensors), 1)
 
 
 def straight_through(masks: Sequence[Tensor], mask_grads: Sequence[Tensor]) -> list[Tensor]:
@@ -95,7 +124,10 @@ def curvature_corrected(
     else:
         projected = outputs.sum()
     jac = torch.autograd.grad(projected, list(masks))
-    return [(g * m.shape[0] + (0.5 - m) * (gn_coef * j.square())).mean(0) for g, m, j in zip(mask_grads, masks, jac)]
+    # All layers at once (one concatenated tensor), then split back per layer.
+    g, m, j = torch.cat(list(mask_grads), 1), _detached_cat(masks), torch.cat(jac, 1)
+    joint = (g * m.shape[0] + (0.5 - m) * (gn_coef * j.square())).mean(0)
+    return list(joint.split([x.shape[1] for x in masks]))
 
 
 def flip_difference(
@@ -115,29 +147,17 @@ def flip_difference(
     """
     if not masks:
         return []
-    batch = masks[0].shape[0]
     sizes = [m.shape[1] for m in masks]
-    total = sum(sizes)
-    device = masks[0].device
-    choice = torch.randint(0, total, (batch,), generator=generator, device=device)
-    rows = torch.arange(batch, device=device)
-    flipped, onehots, start = [], [], 0
-    for m, size in zip(masks, sizes):
-        onehot = torch.zeros(batch, size, device=device, dtype=m.dtype)
-        inside = (choice >= start) & (choice < start + size)
-        onehot[rows[inside], choice[inside] - start] = 1.0
-        base = m.detach()
-        flipped.append(base + onehot * (1.0 - 2.0 * base))
-        onehots.append(onehot)
-        start += size
+    base = _detached_cat(masks)  # every layer's mask side by side: one flip per row
+    batch, total = base.shape
+    choice = torch.randint(0, total, (batch,), generator=generator, device=base.device)
+    onehot = torch.zeros_like(base).scatter_(1, choice[:, None], 1.0)
+    sign = 1.0 - 2.0 * base  # +1 where the sampled ξ is 0, −1 where it is 1
     with torch.no_grad():
-        flipped_loss = loss_with_masks(flipped)
-        change = (flipped_loss - per_sample_loss.detach())  # ℓ(flipped) − ℓ(sampled)
-    grads = []
-    for m, g, onehot in zip(masks, mask_grads, onehots):
-        base = m.detach()
-        g_b = g * batch
-        # Δ_b = ℓ(1) − ℓ(0): flipping 1→0 changes the loss by −Δ_b, flipping 0→1 by +Δ_b.
-        delta = change[:, None] * (1.0 - 2.0 * base)
-        grads.append(g_b.mean(0) + total * (onehot * (delta - g_b)).mean(0))
-    return grads
+        flipped_loss = loss_with_masks(list((base + onehot * sign).split(sizes, 1)))
+        change = flipped_loss - per_sample_loss.detach()  # ℓ(flipped) − ℓ(sampled)
+    g_b = torch.cat(list(mask_grads), 1) * batch
+    # Δ_b = ℓ(1) − ℓ(0): flipping 1→0 changes the loss by −Δ_b, flipping 0→1 by +Δ_b.
+    delta = change[:, None] * sign
+    joint = g_b.mean(0) + total * (onehot * (delta - g_b)).mean(0)
+    return list(joint.split(sizes))

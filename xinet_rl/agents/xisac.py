@@ -21,7 +21,6 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv
-from stable_baselines3.common.utils import polyak_update
 from torch import Tensor
 
 from xinet_rl.checkpoint import (CheckpointError, env_state, read_checkpoint, rng_state, set_env_state, set_rng_state,
@@ -32,6 +31,7 @@ from xinet_rl.guards import TrainingError
 from xinet_rl.io import ModelFileError, read_model_file, write_model_file
 from xinet_rl.policy import XiPolicy
 from xinet_rl.pruning import prune, units_to_keep, update_counters
+from xinet_rl.replay import TensorReplayBuffer
 from xinet_rl.structure import Widths
 
 
@@ -56,7 +56,10 @@ class XiSAC(OffPolicyAlgorithm):
         super().__init__(XiPolicy, env, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
                          learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, tau=cfg.tau, gamma=cfg.gamma,
                          train_freq=1, gradient_steps=1, seed=seed, device=device, verbose=verbose,
-                         tensorboard_log=tensorboard_log, supported_action_spaces=(spaces.Box,), sde_support=False)
+                         tensorboard_log=tensorboard_log, supported_action_spaces=(spaces.Box,), sde_support=False,
+                         replay_buffer_class=TensorReplayBuffer, optimize_memory_usage=cfg.optimize_memory_usage,
+                         # SB3 cannot tell truncation from termination when next observations are not stored
+                         replay_buffer_kwargs={"handle_timeout_termination": not cfg.optimize_memory_usage})
         self._widths = widths
         self.prune_events: list[dict[str, Any]] = []
         self.update_seconds: float | None = None
@@ -126,19 +129,20 @@ class XiSAC(OffPolicyAlgorithm):
         data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
         ent_coef = p.log_ent_coef.detach().exp()
 
-        # Features in mean mode with BN on running statistics; RL losses never step OFENet.
+        # Features in mean mode with BN on running statistics; RL losses never step OFENet. Observations and next
+        # observations go through OFENet as one batch (row-wise the same computation, half the operator calls).
         with torch.no_grad():
-            z_s = p.ofenet.z_s(data.observations)
-            z_sa = p.ofenet.z_sa(z_s, data.actions)
-            next_z_s = p.ofenet.z_s(data.next_observations)
+            both_z_s = p.ofenet.z_s(torch.cat([data.observations, data.next_observations]))
+            z_s, next_z_s = both_z_s[:batch_size], both_z_s[batch_size:]
             next_action, next_log_prob, _ = p.actor.sample(next_z_s)
-            next_z_sa = p.ofenet.z_sa(next_z_s, next_action)
+            both_z_sa = p.ofenet.z_sa(both_z_s, torch.cat([data.actions, next_action]))
+            z_sa, next_z_sa = both_z_sa[:batch_size], both_z_sa[batch_size:]
             next_q = torch.min(p.critic1_target(next_z_sa), p.critic2_target(next_z_sa))
             target_q = data.rewards.flatten() + (1 - data.dones.flatten()) * self.gamma * (
                 next_q - ent_coef * next_log_prob)
 
-        # Critics: each on its own sampled masks.
-        tapes = (MaskTape(generator=self.gate_rng), MaskTape(generator=self.gate_rng))
+        # Critics: each on its own sampled masks (both critics' masks drawn in one call).
+        tapes = self._tapes(batch_size, "critic1", "critic2")
         q1, q2 = p.critic1(z_sa, tapes[0]), p.critic2(z_sa, tapes[1])
         critic_loss = 0.5 * (F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q))
         n1 = len(tapes[0].masks)
@@ -148,12 +152,12 @@ class XiSAC(OffPolicyAlgorithm):
             masks = tapes[0].masks + tapes[1].masks
             grads = self._loss_pi_grads(masks, mask_grads, torch.stack([q1, q2], -1), gn_coef=1.0, probe=False)
             scale = p.loss_scales["critic"].update(critic_loss)
-            self._collect(pi_grads, "critic1", grads[:n1], scale)
-            self._collect(pi_grads, "critic2", grads[n1:], scale)
+            self._collect(pi_grads, ("critic1",), grads[:n1], scale)
+            self._collect(pi_grads, ("critic2",), grads[n1:], scale)
         self._apply(p.critic_optimizer, weight_grads)
 
         # Actor: sampled actor masks, critics and OFENet in mean mode; gradient reaches the action through z_sa.
-        tape = MaskTape(generator=self.gate_rng)
+        (tape,) = self._tapes(batch_size, "actor")
         action, log_prob, noise = p.actor.sample(z_s, tape)
 
         def per_sample_actor_loss(masks: list[Tensor] | None, a: Tensor = action, lp: Tensor = log_prob) -> Tensor:
@@ -171,7 +175,7 @@ class XiSAC(OffPolicyAlgorithm):
             else:
                 grads = straight_through(tape.masks, mask_grads)
             # The actor loss has an arbitrary offset (−Q): its scale is the spread of the per-sample losses.
-            self._collect(pi_grads, "actor", grads, p.loss_scales["actor"].update(actor_losses.detach().std()))
+            self._collect(pi_grads, ("actor",), grads, p.loss_scales["actor"].update(actor_losses.detach().std()))
         self._apply(p.actor_optimizer, weight_grads)
 
         # Entropy temperature: loss −log α · mean(log π + H̄), whose gradient is −mean(log π + H̄).
@@ -182,8 +186,10 @@ class XiSAC(OffPolicyAlgorithm):
 
         # Targets: Polyak copies of critic weights and gate parameters.
         with torch.no_grad():
-            for online, target in ((p.critic1, p.critic1_target), (p.critic2, p.critic2_target)):
-                polyak_update(online.parameters(), target.parameters(), self.tau)
+            online = [*p.critic1.parameters(), *p.critic2.parameters()]
+            target = [*p.critic1_target.parameters(), *p.critic2_target.parameters()]
+            torch._foreach_mul_(target, 1 - self.tau)  # SB3's polyak_update, two operator calls for all tensors
+            torch._foreach_add_(target, online, alpha=self.tau)
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
                 "ent_coef_loss": ent_loss.detach(), "ent_coef": ent_coef}
 
@@ -245,11 +251,11 @@ class XiSAC(OffPolicyAlgorithm):
         data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
         target = data.next_observations[:, : p.widths.aux_dim]
         want_gates = self.config.gated and (update_gates or pi_grads is not None)
-        tape = MaskTape(generator=self.gate_rng) if self.config.gated else None
+        (tape,) = self._tapes(batch_size, "state", "state_action", joint=True)
         with p.ofenet.aux_mode():
             _, _, prediction = p.ofenet(data.observations, data.actions, tape)
             loss = F.mse_loss(prediction, target)
-            masks = tape.masks if tape is not None else []
+            masks = tape.masks
             weight_grads, mask_grads = self._grads(p.ofenet_optimizer, loss, masks, keep_graph=want_gates)
             if want_gates:  # mean over B·D squared errors: B·∂²L/∂f_bk² = 2/D
                 grads = self._loss_pi_grads(masks, mask_grads, prediction, gn_coef=2.0 / prediction.shape[-1])
@@ -257,8 +263,7 @@ class XiSAC(OffPolicyAlgorithm):
         if want_gates:
             collected = {} if pi_grads is None else pi_grads
             scale = p.loss_scales["ofenet"].update(loss)
-            for group, g in zip(self._groups(("state", "state_action")), grads):
-                collected[group] = g / scale
+            self._collect(collected, ("state", "state_action"), grads, scale)
             if update_gates:
                 self._gate_step(collected)
         return loss.detach()
@@ -287,22 +292,41 @@ class XiSAC(OffPolicyAlgorithm):
             return straight_through(masks, mask_grads)
         return curvature_corrected(masks, mask_grads, outputs, gn_coef, self.gate_rng, probe=probe)
 
+    def _tapes(self, batch: int, *networks: str, joint: bool = False) -> list[MaskTape]:
+        """Sample-mode tapes for the given networks, every mask drawn in one Bernoulli call; ``joint`` gives one tape
+        for all of them (OFENet's two blocks). An ungated model gets empty tapes."""
+        gates = self.policy.gates()
+        groups = [self._groups((n,)) for n in networks]
+        tape = MaskTape.draw_all([gates[g].pi for gs in groups for g in gs], batch, self.gate_rng)
+        return [tape] if joint else tape.split([len(gs) for gs in groups])
+
     def _groups(self, prefixes: tuple[str, ...]) -> list[str]:
         return [g for g in self.policy.gates() if g.split(".")[0] in prefixes]
 
-    def _collect(self, pi_grads: dict[str, Tensor], prefix: str, grads: list[Tensor], scale: Tensor) -> None:
-        for group, g in zip(self._groups((prefix,)), grads):
-            pi_grads[group] = g / scale
+    def _collect(self, pi_grads: dict[str, Tensor], prefixes: tuple[str, ...], grads: list[Tensor],
+                 scale: Tensor) -> None:
+        """File the loss part of each group's ``π`` gradient, divided by the network's loss scale ``s_k``."""
+        groups = self._groups(prefixes)
+        if groups:
+            pi_grads.update(zip(groups, torch._foreach_div(grads, scale)))
 
     def _gate_step(self, loss_grads: dict[str, Tensor]) -> None:
+        """One projected Adam step on every ``π`` that has a loss gradient: loss part plus ``α ∂C/∂π``."""
         p = self.policy
         gates = p.gates()
-        cost_grads = p.regularizer.pi_grads(p.structure(), {g: gate.pi for g, gate in gates.items()})
-        for group, gate in gates.items():
-            gate.pi.grad = (loss_grads[group] + cost_grads[group]) if group in loss_grads else None
+        costs = p.regularizer.unit_costs(p.structure(), {g: gate.pi for g, gate in gates.items()})
+        groups = [g for g in gates if g in loss_grads]
+        for group in gates:
+            gates[group].pi.grad = None
+        if not groups:
+            return
+        for group, grad in zip(groups, torch._foreach_add([loss_grads[g] for g in groups], [costs[g] for g in groups])):
+            gates[group].pi.grad = grad
         p.gate_optimizer.step()
-        for gate in gates.values():
-            gate.project_()
+        with torch.no_grad():  # projection onto [0, 1]
+            pis = [gate.pi for gate in gates.values()]
+            torch._foreach_clamp_min_(pis, 0.0)
+            torch._foreach_clamp_max_(pis, 1.0)
 
     def dump_logs(self) -> None:
         """SB3's console/TensorBoard dump, plus the gates: sum of ``π`` per network, expected parameter count and a
@@ -394,8 +418,10 @@ class XiSAC(OffPolicyAlgorithm):
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.gates"] = self.gate_rng.get_state()
         buffer = self.replay_buffer
-        size = buffer.buffer_size if buffer.full else buffer.pos
-        replay = {k: getattr(buffer, k)[:size] for k in REPLAY_FIELDS}
+        # with optimize_memory_usage the row at ``pos`` already holds the last next observation
+        size = buffer.buffer_size if buffer.full else min(buffer.pos + int(buffer.optimize_memory_usage),
+                                                          buffer.buffer_size)
+        replay = {k: getattr(buffer, k)[:size] for k in replay_fields(buffer)}
         env_meta, env_arrays = env_state(self.env.envs[0])
         env_arrays["last_obs"] = np.asarray(self._last_obs)
         env_arrays["last_episode_starts"] = np.asarray(self._last_episode_starts)
@@ -424,8 +450,9 @@ class XiSAC(OffPolicyAlgorithm):
             set_rng_state(meta["rng"])
             model.action_space.np_random.bit_generator.state = meta["action_space_rng"]
             buffer = model.replay_buffer
-            for key in REPLAY_FIELDS:
+            for key in replay_fields(buffer):
                 getattr(buffer, key)[: len(replay[key])] = replay[key]
+            buffer.storage_changed()
             buffer.pos, buffer.full = int(meta["replay"]["pos"]), bool(meta["replay"]["full"])
             set_env_state(model.env.envs[0], meta["env"], env_arrays)
             model._last_obs = env_arrays["last_obs"]
@@ -442,6 +469,11 @@ class XiSAC(OffPolicyAlgorithm):
 
 
 REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
+def replay_fields(buffer: TensorReplayBuffer) -> list[str]:
+    """The storage arrays a buffer has (no ``next_observations`` with ``optimize_memory_usage``)."""
+    return [k for k in REPLAY_FIELDS if getattr(buffer, k, None) is not None]
 
 
 def _space_to_json(space: spaces.Box) -> dict[str, Any]:

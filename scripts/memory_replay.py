@@ -1,0 +1,80 @@
+"""Peak resident memory of a run with a full 10^6-transition replay buffer (Humanoid-v4 by default).
+
+    python scripts/memory_replay.py [--env Humanoid-v4] [--buffer 1000000] [--fill N] [--updates 200] [--json FILE]
+
+Fills the buffer with ``--fill`` random-action transitions (every page of it is touched), runs ``--updates``
+gradient updates, writes one checkpoint (which streams the buffer to disk), and reports the peak resident set size
+against the buffer's raw size (the bytes of its float32 arrays) plus the model (parameters, buffers and optimizer
+state). The target of the speed issue is ``peak <= 1.5 x raw buffer + model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+
+import torch
+
+from xinet_rl import XiSAC
+from xinet_rl.envs import make_env
+from xinet_rl.agents.xisac import replay_fields
+
+
+def tensor_bytes(model: XiSAC) -> int:
+    p = model.policy
+    total = sum(t.numel() * t.element_size() for t in p.state_dict().values())
+    for optimizer in model._named_optimizers().values():
+        for state in optimizer.state.values():
+            total += sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+    return total
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="Humanoid-v4")
+    parser.add_argument("--buffer", type=int, default=1_000_000)
+    parser.add_argument("--fill", type=int, default=None, help="random transitions stored (default: the buffer size)")
+    parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--optimize-memory-usage", action="store_true",
+                        help="SB3's option: next observations are not stored (see docs/method.md)")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    fill = args.fill or args.buffer
+    torch.set_num_threads(1)
+    start_rss = peak_rss_bytes()
+    started = time.perf_counter()
+    model = XiSAC(make_env(args.env, seed=0), seed=0, device="cpu", buffer_size=args.buffer, learning_starts=fill,
+                  ofenet_pretrain_steps=0, prune_start=10**9,
+                  optimize_memory_usage=args.optimize_memory_usage)
+    model.learn(fill + args.updates)
+    buffer = model.replay_buffer
+    raw = sum(getattr(buffer, k).nbytes for k in replay_fields(buffer))
+    with tempfile.TemporaryDirectory() as run_dir:
+        model.save_checkpoint(run_dir, keep=1)
+    peak = peak_rss_bytes()
+    model_bytes = tensor_bytes(model)
+    result = {"env": args.env, "buffer_size": args.buffer, "optimize_memory_usage": args.optimize_memory_usage,
+              "filled": fill, "updates": args.updates,
+              "dtypes": {k: str(getattr(buffer, k).dtype) for k in replay_fields(buffer)},
+              "raw_buffer_bytes": raw, "model_bytes": model_bytes, "rss_before_bytes": start_rss,
+              "peak_rss_bytes": peak, "peak_over_raw_plus_model": round(peak / (raw + model_bytes), 3),
+              "seconds": round(time.perf_counter() - started, 1)}
+    gib = 2**30
+    print(f"{args.env}: buffer {args.buffer:,} ({fill:,} filled), dtypes {result['dtypes']}")
+    print(f"raw buffer {raw / gib:.3f} GiB, model {model_bytes / 2**20:.1f} MiB, RSS at start {start_rss / gib:.3f} GiB,"
+          f" peak RSS {peak / gib:.3f} GiB = {result['peak_over_raw_plus_model']} x (raw buffer + model)"
+          f" [target <= 1.5]")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""A replay buffer that samples with torch indexing: stable-baselines3's storage and sampling, without its copies.
+
+SB3's :class:`~stable_baselines3.common.buffers.ReplayBuffer` gathers a batch with numpy fancy indexing and then copies
+every array into a new tensor. This subclass keeps SB3's storage (float32 numpy arrays, what checkpoints save) and its
+sampling random numbers, so it returns exactly the same batches, but gathers rows with ``index_select`` from tensors
+that share the numpy memory on CPU, or from copies resident on the accelerator (written once per added transition),
+so a CUDA update never moves a batch from the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from stable_baselines3.common.vec_env import VecNormalize
+
+_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
+class TensorReplayBuffer(ReplayBuffer):
+    """SB3's replay buffer with batches gathered by torch indexing (same batches, fewer copies)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tensors: dict[str, torch.Tensor] | None = None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Each storage array as a ``(buffer_size * n_envs, -1)`` tensor on the buffer's device: a view of the numpy
+        memory on CPU, a copy on an accelerator (made on first use, kept current by :meth:`add`)."""
+        if self._tensors is None:
+            rows = self.buffer_size * self.n_envs
+            found = {k: getattr(self, k) for k in _FIELDS if getattr(self, k, None) is not None}
+            if self.device.type == "cpu":
+                self._tensors = {k: torch.from_numpy(v).reshape(rows, -1) for k, v in found.items()}
+            else:
+                self._tensors = {k: torch.from_numpy(v).reshape(rows, -1).to(self.device) for k, v in found.items()}
+        return self._tensors
+
+    def storage_changed(self) -> None:
+        """Call after writing the numpy storage directly (restoring a checkpoint): device copies are remade."""
+        if self.device.type != "cpu":
+            self._tensors = None
+
+    def add(self, obs: np.ndarray, next_obs: np.ndarray, action: np.ndarray, reward: np.ndarray, done: np.ndarray,
+            infos: list[dict[str, Any]]) -> None:
+        pos = self.pos
+        super().add(obs, next_obs, action, reward, done, infos)
+        if self._tensors is not None and self.device.type != "cpu":
+            changed = [pos, (pos + 1) % self.buffer_size] if self.optimize_memory_usage else [pos]
+            for key, tensor in self._tensors.items():
+                for row in changed:
+                    tensor[row * self.n_envs:(row + 1) * self.n_envs].copy_(
+                        torch.from_numpy(getattr(self, key)[row]).reshape(self.n_envs, -1), non_blocking=True)
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        if env is not None:  # normalisation is numpy code in SB3: keep its path
+            return super()._get_samples(batch_inds, env)
+        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))  # SB3's draw, kept for its RNG
+        t = self.tensors()
+        rows = torch.from_numpy(batch_inds * self.n_envs + env_indices).to(self.device, non_blocking=True)
+        if self.optimize_memory_usage:
+            next_rows = torch.from_numpy(((batch_inds + 1) % self.buffer_size) * self.n_envs + env_indices)
+            next_obs = t["observations"].index_select(0, next_rows.to(self.device, non_blocking=True))
+        else:
+            next_obs = t["next_observations"].index_select(0, rows)
+        dones = t["dones"].index_select(0, rows)
+        if "timeouts" in t and self.handle_timeout_termination:
+            dones = dones * (1 - t["timeouts"].index_select(0, rows))
+        obs_shape = (-1, *self.obs_shape)
+        return ReplayBufferSamples(t["observations"].index_select(0, rows).reshape(obs_shape),
+                                   t["actions"].index_select(0, rows), next_obs.reshape(obs_shape), dones,
+                                   t["rewards"].index_select(0, rows))
+
+
+__all__ = ["TensorReplayBuffer"]
