@@ -73,6 +73,15 @@ class OFENet(nn.Module):
         assert self.aux_head is not None, "this model has no OFENet auxiliary head"
         return z_s, z_sa, self.aux_head(z_sa)
 
+    def train(self, mode: bool = True) -> "OFENet":
+        """BN stays on running statistics whatever the mode (only :meth:`aux_mode` switches it), so that no
+        ``.train()`` call on an enclosing module can make acting or the RL losses move the BN statistics."""
+        super().train(mode)
+        for block in (self.state, self.state_action):
+            for layer in block.layers:
+                layer.bn.training = False
+        return self
+
     @contextmanager
     def aux_mode(self) -> Iterator[None]:
         """BatchNorm on batch statistics (and updating its running statistics) for the auxiliary update only.

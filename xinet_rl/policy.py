@@ -194,9 +194,10 @@ class XiPolicy(BasePolicy):
         return self._predict(obs, deterministic)
 
     def set_training_mode(self, mode: bool) -> None:
-        # OFENet's BN stays on running statistics; only its auxiliary update switches it (OFENet.aux_mode).
-        super().set_training_mode(mode)
-        self.ofenet.eval()
+        """Only this module's flag: nothing below depends on the mode except OFENet's BN, which stays on running
+        statistics and is switched by its auxiliary update alone (``OFENet.aux_mode``). SB3 calls this on every
+        ``predict`` and ``train``; walking the module tree each time cost about a tenth of a training step."""
+        self.training = mode
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
