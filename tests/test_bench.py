@@ -10,13 +10,13 @@ def test_bench_reports_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "xinet_rl.cli.bench", "--steps", "5", "--warmup", "2", "--fill",
-                           "300", "--threads", "1", "--json", str(out)], env=env, capture_output=True, text=True,
+                           "300", "--repeats", "2", "--threads", "1", "--json", str(out)], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = json.loads(out.read_text())
     rows = info["training"]
     assert set(rows) == {"sb3 SAC", "XiSAC sac", "unpruned", "xinet", "xinet 50% removed", "xinet 75% removed"}
-    assert all(r["steps_per_s"] > 0 for r in rows.values())
+    assert all(r["steps_per_s"] > 0 and len(r["rounds"]) == 2 for r in rows.values())
     assert rows["xinet"]["params_train"] == 652_198 and rows["unpruned"]["params_train"] == 652_198
     assert rows["xinet 50% removed"]["flop_ratio"] > 3 and rows["xinet 75% removed"]["flop_ratio"] > 10
     assert rows["XiSAC sac"]["vs_sb3"] == rows["XiSAC sac"]["steps_per_s"] / rows["sb3 SAC"]["steps_per_s"]

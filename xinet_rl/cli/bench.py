@@ -35,6 +35,8 @@ def build_parser() -> Parser:
     parser.add_argument("--steps", type=int_at_least(1), default=300, help="timed environment steps per model")
     parser.add_argument("--warmup", type=int_at_least(0), default=50, help="untimed steps with updates first")
     parser.add_argument("--fill", type=int_at_least(1), default=1000, help="random steps before learning")
+    parser.add_argument("--repeats", type=int_at_least(1), default=3,
+                        help="interleaved rounds of every model; the median rate is reported")
     parser.add_argument("--threads", type=int_at_least(1), default=torch.get_num_threads())
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     return parser
@@ -47,9 +49,13 @@ def _config(env_id: str, variant: str, fill: int) -> TrainConfig:
     return apply_variant(config)
 
 
-def steps_per_second(model, steps: int, warmup: int, fill: int) -> float:
-    """Environment steps per second with one gradient update per step, after filling and warming up."""
+def warm_up(model, warmup: int, fill: int) -> None:
+    """Fill the buffer with random steps, then take ``warmup`` steps with updates (untimed)."""
     model.learn(fill + warmup)
+
+
+def steps_per_second(model, steps: int) -> float:
+    """Environment steps per second with one gradient update per step (after :func:`warm_up`)."""
     start = time.perf_counter()
     model.learn(steps, reset_num_timesteps=False)
     return steps / (time.perf_counter() - start)
@@ -84,14 +90,21 @@ def main(argv: list[str] | None = None) -> None:
 
         sb3 = SAC("MlpPolicy", make_env(args.env, seed=0), learning_starts=fill, batch_size=sac_config.batch_size,
                   buffer_size=100_000, seed=0, device="cpu", policy_kwargs={"net_arch": sac_config.actor_widths})
-        rows["sb3 SAC"] = {"steps_per_s": steps_per_second(sb3, steps, warmup, fill)}
-        models = {"XiSAC sac": xisac(args.env, "sac", fill), "unpruned": xisac(args.env, "unpruned", fill),
-                  "xinet": xisac(args.env, "xinet", fill), "xinet 50% removed": xisac(args.env, "xinet", fill, 0.5),
+        models = {"sb3 SAC": sb3, "XiSAC sac": xisac(args.env, "sac", fill),
+                  "unpruned": xisac(args.env, "unpruned", fill), "xinet": xisac(args.env, "xinet", fill),
+                  "xinet 50% removed": xisac(args.env, "xinet", fill, 0.5),
                   "xinet 75% removed": xisac(args.env, "xinet", fill, 0.25)}
+        for model in models.values():
+            warm_up(model, warmup, fill)
+        rates: dict[str, list[float]] = {name: [] for name in models}
+        for _ in range(args.repeats):  # interleaved, so that noise on this shared machine hits every model alike
+            for name, model in models.items():
+                rates[name].append(steps_per_second(model, steps))
         for name, model in models.items():
-            rows[name] = {"steps_per_s": steps_per_second(model, steps, warmup, fill),
-                          "flops_update": model.policy.flops(model.batch_size)["update"],
-                          "params_train": model.policy.param_counts()["train"]}
+            rows[name] = {"steps_per_s": float(np.median(rates[name])), "rounds": rates[name]}
+            if isinstance(model, XiSAC):
+                rows[name].update(flops_update=model.policy.flops(model.batch_size)["update"],
+                                  params_train=model.policy.param_counts()["train"])
         sb3_rate, unpruned = rows["sb3 SAC"]["steps_per_s"], rows["unpruned"]
         rows["XiSAC sac"]["vs_sb3"] = rows["XiSAC sac"]["steps_per_s"] / sb3_rate
         rows["xinet"]["gating_overhead"] = unpruned["steps_per_s"] / rows["xinet"]["steps_per_s"]
@@ -115,9 +128,10 @@ def main(argv: list[str] | None = None) -> None:
 
         info = {"env": args.env, "device": "cpu", "machine": platform.processor() or platform.machine(),
                 "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup,
+                "repeats": args.repeats,
                 "batch_size": sac_config.batch_size, "training": rows, "inference_batch1": inference}
-        print(f"{PROG}: {args.env}, cpu, torch {info['torch']}, {info['threads']} threads, {steps} timed steps "
-              f"per model (one update per step), batch {sac_config.batch_size}")
+        print(f"{PROG}: {args.env}, cpu, torch {info['torch']}, {info['threads']} threads, median of {args.repeats} "
+              f"interleaved rounds of {steps} steps per model (one update per step), batch {sac_config.batch_size}")
         print(f"{'model':<20} {'steps/s':>8} {'GFLOP/upd':>10}  ratio")
         for name, row in rows.items():
             flops = row.get("flops_update")
