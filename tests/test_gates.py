@@ -188,3 +188,14 @@ def test_joint_draw_gives_each_layer_its_own_bernoulli_masks_and_gradients():
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="shape"):
         net(x[:10], MaskTape.draw_all([g.pi for g in net.gates], 4000))
+
+
+def test_bernoulli_masks_frequencies_and_exact_ends():
+    from xinet_rl.gates import bernoulli_masks
+
+    pi = torch.tensor([0.0, 1.0, 0.3, 0.5, 0.9, 1e-6, 1 - 1e-6])
+    masks = bernoulli_masks(pi, 200_000, torch.Generator().manual_seed(0))
+    assert masks.dtype == torch.float32 and set(masks.unique().tolist()) <= {0.0, 1.0}
+    freq = masks.mean(0)
+    assert freq[0] == 0 and freq[1] == 1 and freq[5] == 0 and freq[6] == 1  # units at 0 / 1 never / always drawn
+    assert torch.allclose(freq[2:5], pi[2:5], atol=0.004)  # 200k draws: standard error about 0.001

@@ -62,8 +62,7 @@ class MaskTape:
         if not pis:
             return cls(replay=[])
         with torch.no_grad():
-            probs = torch.cat(list(pis)).expand(batch, -1)
-        joint = torch.bernoulli(probs, generator=generator).requires_grad_(True)
+            joint = bernoulli_masks(torch.cat(list(pis)), batch, generator).requires_grad_(True)
         return cls(replay=list(joint.split([pi.shape[0] for pi in pis], dim=1)))
 
     def split(self, counts: Sequence[int]) -> list["MaskTape"]:
@@ -82,10 +81,14 @@ class MaskTape:
                 raise ValueError(f"mask {len(self.masks)} has shape {tuple(mask.shape)}, the layer needs "
                                  f"{(batch, pi.shape[0])}")
         else:
-            probs = pi.detach().expand(batch, -1)
-            mask = torch.bernoulli(probs, generator=self._generator).requires_grad_(True)
+            mask = bernoulli_masks(pi.detach(), batch, self._generator).requires_grad_(True)
         self.masks.append(mask)
         return mask
+
+
+def bernoulli_masks(pi: Tensor, batch: int, generator: torch.Generator | None = None) -> Tensor:
+    """``batch`` rows of ``ξ_j ~ Bernoulli(π_j)``."""
+    return torch.bernoulli(pi.detach().expand(batch, -1), generator=generator)
 
 
 def _detached_cat(tensors: Sequence[Tensor]) -> Tensor:
