@@ -114,3 +114,18 @@ def test_ungated_variant_has_no_gates():
     assert not any(name.endswith(".pi") for name, _ in model.policy.named_parameters())
     model.learn(250)
     assert model.num_timesteps == 250
+
+
+def test_gate_step_every_k_updates_moves_pi_only_on_those_updates():
+    """``pi_update_every=3``: π moves on updates 0, 3, 6, ... only; the weights move on every update (their gradient
+    goes through the sampled masks, which then record no gradient of their own)."""
+    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", **{**SMALL, "pi_update_every": 3})
+    model.learn(SMALL["learning_starts"])  # random steps, OFENet pre-training
+    for _ in range(6):
+        pis = torch.cat([g.pi.detach().clone() for g in model.policy.gates().values()])
+        actor_weight = model.policy.actor.mu.weight.detach().clone()
+        gate_update = model._n_updates % 3 == 0
+        model.train(1, SMALL["batch_size"])
+        moved = not torch.equal(torch.cat([g.pi.detach() for g in model.policy.gates().values()]), pis)
+        assert moved == gate_update
+        assert not torch.equal(model.policy.actor.mu.weight.detach(), actor_weight)

@@ -55,14 +55,16 @@ class MaskTape:
         self._generator = generator
 
     @classmethod
-    def draw_all(cls, pis: Sequence[Tensor], batch: int, generator: torch.Generator | None = None) -> "MaskTape":
+    def draw_all(cls, pis: Sequence[Tensor], batch: int, generator: torch.Generator | None = None,
+                 requires_grad: bool = True) -> "MaskTape":
         """A tape whose masks for the given gates (in forward order) are drawn in one Bernoulli call: one
         ``batch x Σ units`` leaf tensor, handed out per layer as views (a few operator calls instead of a few per
-        layer; autograd returns the per-layer gradients as before)."""
+        layer; autograd returns the per-layer gradients as before). ``requires_grad=False`` where no ``π`` gradient
+        is wanted: the weights still train through the sampled masks, and backward skips ``∂L/∂ξ``."""
         if not pis:
             return cls(replay=[])
         with torch.no_grad():
-            joint = bernoulli_masks(torch.cat(list(pis)), batch, generator).requires_grad_(True)
+            joint = bernoulli_masks(torch.cat(list(pis)), batch, generator).requires_grad_(requires_grad)
         return cls(replay=list(joint.split([pi.shape[0] for pi in pis], dim=1)))
 
     def split(self, counts: Sequence[int]) -> list["MaskTape"]:

@@ -142,14 +142,13 @@ class XiSAC(OffPolicyAlgorithm):
                 next_q - ent_coef * next_log_prob)
 
         # Critics: each on its own sampled masks (both critics' masks drawn in one call).
-        tapes = self._tapes(batch_size, "critic1", "critic2")
+        tapes = self._tapes(batch_size, "critic1", "critic2", gate_step=gate_step)
         q1, q2 = p.critic1(z_sa, tapes[0]), p.critic2(z_sa, tapes[1])
         critic_loss = 0.5 * (F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q))
         n1 = len(tapes[0].masks)
-        weight_grads, mask_grads = self._grads(p.critic_optimizer, critic_loss, tapes[0].masks + tapes[1].masks,
-                                               keep_graph=gate_step)
+        masks = tapes[0].masks + tapes[1].masks if gate_step else []
+        weight_grads, mask_grads = self._grads(p.critic_optimizer, critic_loss, masks, keep_graph=gate_step)
         if gate_step:  # 0.5·mean_b (q_b − y_b)²: B·∂²L/∂q_b² = 1 for each critic; one curvature pass for both
-            masks = tapes[0].masks + tapes[1].masks
             grads = self._loss_pi_grads(masks, mask_grads, torch.stack([q1, q2], -1), gn_coef=1.0, probe=False)
             scale = p.loss_scales["critic"].update(critic_loss)
             self._collect(pi_grads, ("critic1",), grads[:n1], scale)
@@ -157,7 +156,7 @@ class XiSAC(OffPolicyAlgorithm):
         self._apply(p.critic_optimizer, weight_grads)
 
         # Actor: sampled actor masks, critics and OFENet in mean mode; gradient reaches the action through z_sa.
-        (tape,) = self._tapes(batch_size, "actor")
+        (tape,) = self._tapes(batch_size, "actor", gate_step=gate_step)
         action, log_prob, noise = p.actor.sample(z_s, tape)
 
         def per_sample_actor_loss(masks: list[Tensor] | None, a: Tensor = action, lp: Tensor = log_prob) -> Tensor:
@@ -168,7 +167,8 @@ class XiSAC(OffPolicyAlgorithm):
 
         actor_losses = per_sample_actor_loss(None)
         actor_loss = actor_losses.mean()
-        weight_grads, mask_grads = self._grads(p.actor_optimizer, actor_loss, tape.masks, keep_graph=False)
+        weight_grads, mask_grads = self._grads(p.actor_optimizer, actor_loss, tape.masks if gate_step else [],
+                                               keep_graph=False)
         if gate_step:
             if self.config.gate_estimator == "curvature":
                 grads = flip_difference(tape.masks, mask_grads, actor_losses, per_sample_actor_loss, self.gate_rng)
@@ -251,11 +251,11 @@ class XiSAC(OffPolicyAlgorithm):
         data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
         target = data.next_observations[:, : p.widths.aux_dim]
         want_gates = self.config.gated and (update_gates or pi_grads is not None)
-        (tape,) = self._tapes(batch_size, "state", "state_action", joint=True)
+        (tape,) = self._tapes(batch_size, "state", "state_action", joint=True, gate_step=want_gates)
         with p.ofenet.aux_mode():
             _, _, prediction = p.ofenet(data.observations, data.actions, tape)
             loss = F.mse_loss(prediction, target)
-            masks = tape.masks
+            masks = tape.masks if want_gates else []
             weight_grads, mask_grads = self._grads(p.ofenet_optimizer, loss, masks, keep_graph=want_gates)
             if want_gates:  # mean over B·D squared errors: B·∂²L/∂f_bk² = 2/D
                 grads = self._loss_pi_grads(masks, mask_grads, prediction, gn_coef=2.0 / prediction.shape[-1])
@@ -292,12 +292,14 @@ class XiSAC(OffPolicyAlgorithm):
             return straight_through(masks, mask_grads)
         return curvature_corrected(masks, mask_grads, outputs, gn_coef, self.gate_rng, probe=probe)
 
-    def _tapes(self, batch: int, *networks: str, joint: bool = False) -> list[MaskTape]:
+    def _tapes(self, batch: int, *networks: str, joint: bool = False, gate_step: bool = True) -> list[MaskTape]:
         """Sample-mode tapes for the given networks, every mask drawn in one Bernoulli call; ``joint`` gives one tape
-        for all of them (OFENet's two blocks). An ungated model gets empty tapes."""
+        for all of them (OFENet's two blocks). Masks record gradients only for a gate step. An ungated model gets
+        empty tapes."""
         gates = self.policy.gates()
         groups = [self._groups((n,)) for n in networks]
-        tape = MaskTape.draw_all([gates[g].pi for gs in groups for g in gs], batch, self.gate_rng)
+        tape = MaskTape.draw_all([gates[g].pi for gs in groups for g in gs], batch, self.gate_rng,
+                                 requires_grad=gate_step)
         return [tape] if joint else tape.split([len(gs) for gs in groups])
 
     def _groups(self, prefixes: tuple[str, ...]) -> list[str]:
