@@ -53,3 +53,21 @@ def test_checkpoint_round_trip_without_stored_next_observations(tmp_path):
     assert np.array_equal(restored.replay_buffer.observations, model.replay_buffer.observations)
     assert restored.replay_buffer.pos == model.replay_buffer.pos
     restored.learn(20, reset_num_timesteps=False)
+
+
+def test_replay_file_reads_fields_into_the_buffer_storage(tmp_path):
+    """Resume reads each replay field straight into the buffer's arrays (no second copy of the buffer), and refuses
+    a field whose dtype or row shape does not match."""
+    from xinet_rl.checkpoint import ReplayFile
+
+    obs = np.random.default_rng(0).normal(size=(70, 1, 5)).astype(np.float32)
+    np.savez(tmp_path / "replay.npz", observations=obs, rewards=np.ones((70, 1), np.float64))
+    replay = ReplayFile(tmp_path / "replay.npz")
+    assert sorted(replay.files) == ["observations", "rewards"]
+    storage = np.zeros((100, 1, 5), np.float32)
+    assert replay.read_into("observations", storage) == 70
+    assert np.array_equal(storage[:70], obs) and not storage[70:].any()
+    with pytest.raises(ValueError, match="rewards"):
+        replay.read_into("rewards", np.zeros((100, 1), np.float32))
+    with pytest.raises(ValueError, match="observations"):
+        replay.read_into("observations", np.zeros((50, 1, 5), np.float32))

@@ -15,6 +15,7 @@ import json
 import os
 import random
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -158,9 +159,42 @@ def write_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor],
     return final
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray], dict[str, np.ndarray],
+class ReplayFile:
+    """The replay arrays of a checkpoint (``replay.npz``), read field by field straight into the buffer's storage, so
+    that resuming a run with a full buffer needs no second copy of it in memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with zipfile.ZipFile(path) as archive:
+            self.files = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
+
+    def read_into(self, key: str, out: np.ndarray) -> int:
+        """Copy field ``key`` into the first rows of ``out`` (same dtype and row shape); returns the rows read."""
+        with zipfile.ZipFile(self.path) as archive, archive.open(f"{key}.npy") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran_order, dtype = read_header(handle)
+            if (fortran_order or dtype != out.dtype or tuple(shape[1:]) != out.shape[1:] or not shape
+                    or shape[0] > out.shape[0]):
+                raise ValueError(f"replay field {key} is {dtype}{list(shape)}, the buffer holds {out.dtype}"
+                                 f"{list(out.shape)}")
+            rows = out[: shape[0]]
+            assert rows.flags.c_contiguous, "replay storage must be C-contiguous"
+            target = memoryview(rows.reshape(-1).view(np.uint8))
+            filled = 0
+            while filled < len(target):
+                count = handle.readinto(target[filled: filled + (16 << 20)])
+                if not count:
+                    raise ValueError(f"replay field {key} is truncated")
+                filled += count
+            return int(shape[0])
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], ReplayFile, dict[str, np.ndarray],
                                          dict[str, Any]]:
-    """Validate a checkpoint against its manifest and read it (no pickle anywhere)."""
+    """Validate a checkpoint against its manifest and read it (no pickle anywhere). The replay arrays are read
+    later, into the buffer (:class:`ReplayFile`)."""
     path = Path(path)
     try:
         manifest = json.loads((path / "manifest.json").read_text())
@@ -181,12 +215,11 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, np.n
             raise CheckpointError(f"{file}: contents do not match the manifest (corrupted)")
     try:
         tensors = load_file(str(path / "state.safetensors"))
-        with np.load(path / "replay.npz", allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        arrays = ReplayFile(path / "replay.npz")
         with np.load(path / "env.npz", allow_pickle=False) as data:
             env_arrays = {k: data[k] for k in data.files}
         meta = json.loads((path / "meta.json").read_text())
-    except (SafetensorError, ValueError, OSError) as exc:
+    except (SafetensorError, ValueError, OSError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: unreadable ({str(exc).splitlines()[0][:120]})") from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path / 'meta.json'}: wrong schema")

@@ -9,6 +9,7 @@ pruning check. Checkpoints (:meth:`XiSAC.save_checkpoint`) hold everything neede
 from __future__ import annotations
 
 import time
+import zipfile
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
@@ -453,7 +454,7 @@ class XiSAC(OffPolicyAlgorithm):
             model.action_space.np_random.bit_generator.state = meta["action_space_rng"]
             buffer = model.replay_buffer
             for key in replay_fields(buffer):
-                getattr(buffer, key)[: len(replay[key])] = replay[key]
+                replay.read_into(key, getattr(buffer, key))
             buffer.storage_changed()
             buffer.pos, buffer.full = int(meta["replay"]["pos"]), bool(meta["replay"]["full"])
             set_env_state(model.env.envs[0], meta["env"], env_arrays)
@@ -464,7 +465,7 @@ class XiSAC(OffPolicyAlgorithm):
             model.ep_success_buffer = deque(maxlen=model._stats_window_size)
             model.prune_events = list(meta["prune_events"])
             model.update_seconds = meta["update_seconds"]
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
             raise CheckpointError(f"{path}: does not match its model ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0][:120]})") from None
         return model, meta
