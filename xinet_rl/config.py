@@ -44,9 +44,9 @@ class AgentConfig:
     gated: bool = True
     prune_strength: float = 0.1  # α: return versus size
     deploy_cost_mix: float = 0.0  # β: weight of the deployable policy's own cost
-    pi_lr: float = 1e-3
+    pi_lr: float = 4e-3  # with pi_update_every 4: the same gate speed per update as 1e-3 every update
     pi_init: float = 1.0
-    pi_update_every: int = 1
+    pi_update_every: int = 4  # gate step (and its estimator passes) every 4th update: docs/method.md
     gate_estimator: str = "curvature"
     loss_scale_decay: float = 0.99
     prune_start: int = 10_000  # gradient updates before the first pruning check
