@@ -69,11 +69,11 @@ def main() -> None:
             times[name].append(time_updates(model, args.updates, args.warmup))
     mm_times = {name: matmul_seconds(model) for name, model in models.items()}
     base_time = float(np.median(times["unpruned"]))
-    base_flops = models["unpruned"].policy.flops(256)["update"]
+    base_flops = models["unpruned"].flops()["update"]
     rows = []
     for name, model in models.items():
         t = float(np.median(times[name]))
-        flops = model.policy.flops(256)["update"]
+        flops = model.flops()["update"]
         rows.append({"model": name, "params_train": model.policy.param_counts()["train"], "flops_update": flops,
                      "ms_per_update": round(1000 * t, 2), "updates_per_s": round(1 / t, 1),
                      "speedup": round(base_time / t, 2), "flop_ratio": round(base_flops / flops, 2),

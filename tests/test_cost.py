@@ -103,3 +103,36 @@ def test_deploy_mix_weights_the_deployable_cost():
     full = CostRegularizer(1.0, 0.0, train0, deploy0).pi_grads(structure, pis)
     fan_in_cost = (17 + 2) / train0
     assert full["state.0"][0].item() > 20 * fan_in_cost
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_update_flops_equal_what_autograd_computes(gated):
+    """``update_flops`` against the matmul FLOPs counted by ``FlopCounterMode`` over real updates, on a model pruned
+    to irregular widths with one DenseNet layer removed: updates with and without a gate step, and the average over
+    the schedule."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from xinet_rl import XiSAC
+    from xinet_rl.cost import update_flops
+    from xinet_rl.envs import make_env
+    from xinet_rl.pruning import prune
+
+    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", ofenet_layers=3, ofenet_units=6,
+                  actor_widths=[20, 12], critic_widths=[16, 10], learning_starts=200, ofenet_pretrain_steps=2,
+                  batch_size=32, buffer_size=1000, pi_update_every=3, gated=gated, prune_start=10**9)
+    model.learn(201)
+    if gated:
+        keep = {group: torch.arange(gate.units) < max(1, gate.units * 2 // 3)
+                for group, gate in model.policy.gates().items()}
+        keep["state.1"] = torch.zeros(6, dtype=torch.bool)  # a whole DenseNet layer goes
+        prune(model.policy, keep)
+        assert len(model.policy.ofenet.state.layers) == 2
+    structure = model.policy.structure()
+    with_gate, without_gate = update_flops(structure, 32, gated), update_flops(structure, 32, gated=False)
+    for _ in range(3):
+        gate_step = gated and model._n_updates % 3 == 0
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model.train(1, 32)
+        assert counter.get_total_flops() == (with_gate if gate_step else without_gate)
+    assert model.flops()["update"] == int(32 * ((with_gate + 2 * without_gate) / 96 if gated else without_gate / 32))

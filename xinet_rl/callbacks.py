@@ -45,7 +45,7 @@ class EvaluationsCSV:
         if not hasattr(p, "expected_param_counts"):  # stable-baselines3's own SAC, the external reference
             counts = sb3_param_counts(model)
             return {"params_train": counts["train"], "params_deploy": counts["deploy"]}
-        expected, actual, flops = p.expected_param_counts(), p.param_counts(), p.flops(model.batch_size)
+        expected, actual, flops = p.expected_param_counts(), p.param_counts(), model.flops()
         return {"expected_params_train": round(expected["train"], 2),
                 "expected_params_deploy": round(expected["deploy"], 2), "params_train": actual["train"],
                 "params_deploy": actual["deploy"], "flops_update": flops["update"], "flops_env_step": flops["env_step"],

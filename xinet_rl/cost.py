@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from xinet_rl.structure import LayerSpec, Structure
+from xinet_rl.structure import ACT, OBS, LayerSpec, Structure
 
 Width = Tensor | float | int
 
@@ -45,26 +45,40 @@ def expected_flops(structure: Structure, widths: Mapping[str, Width], deploy_onl
     return total
 
 
-def update_flops(structure: Structure, batch: int, gated: bool = True) -> int:
-    """Matmul FLOPs of one gradient update (OFENet auxiliary step plus SAC step) at the current widths.
+def update_flops(structure: Structure, batch: int, gated: bool = True, gate_every: int = 1) -> int:
+    """Matmul FLOPs of one gradient update (OFENet auxiliary step plus SAC step) at the current widths, averaged over
+    updates when the gate step runs every ``gate_every`` updates. Equal to what autograd computes
+    (``tests/test_cost.py`` counts it with ``FlopCounterMode``).
 
-    A forward pass counts once; a backward pass twice for layers whose weights get gradients and once for layers
-    only back-propagated through (to reach the action); the gate estimators add one backward pass (auxiliary head and
-    critics) and one forward pass (the actor's flip pass).
+    A forward pass counts once. Backward counts once for the weight gradients of the layers being trained, and once
+    for the input gradient of every layer whose input carries gradient: not the layers that read only the raw
+    observation and action, nor the first actor and critic layers in their own steps (their OFENet features are
+    computed without gradient). A gate step adds the curvature passes (input gradients of OFENet and critics) and
+    the actor's flip forward pass (actor, state-action block, critics).
     """
     def part(test: Callable[[LayerSpec], bool]) -> int:
         return int(expected_flops(structure, {}, where=test))
 
+    def reads_hidden(layer: LayerSpec) -> bool:  # OFENet: an input that is some layer's output
+        return any(g not in (OBS, ACT) for g in layer.inputs)
+
+    def reads_own(layer: LayerSpec) -> bool:  # actor/critic: not the first layer (which reads z_s or z_sa)
+        return OBS not in layer.inputs
+
     ofenet = part(lambda l: l.network == "ofenet")
+    ofenet_in = part(lambda l: l.network == "ofenet" and reads_hidden(l))
     state = part(lambda l: l.name.startswith("state."))
     state_action = part(lambda l: l.name.startswith("state_action."))
     actor = part(lambda l: l.network == "actor")
+    actor_in = part(lambda l: l.network == "actor" and reads_own(l))
     critics = part(lambda l: l.network == "critic")
-    aux_step = 3 * ofenet + (ofenet if gated else 0)
+    critics_in = part(lambda l: l.network == "critic" and reads_own(l))
     no_grad = 2 * state + 2 * state_action + actor + critics  # features, next action, target critics
-    critic_step = 3 * critics + (critics if gated else 0)
-    actor_step = 3 * actor + 2 * state_action + 2 * critics + ((actor + state_action + critics) if gated else 0)
-    return batch * (aux_step + no_grad + critic_step + actor_step)
+    aux_step = 2 * ofenet + ofenet_in
+    critic_step = 2 * critics + critics_in
+    actor_step = 2 * actor + actor_in + 2 * state_action + 2 * critics  # through z_sa and the critics to the action
+    estimators = (ofenet_in + critics_in + actor + state_action + critics) if gated else 0
+    return int(batch * (no_grad + aux_step + critic_step + actor_step + estimators / gate_every))
 
 
 class CostRegularizer(nn.Module):

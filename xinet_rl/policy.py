@@ -119,10 +119,11 @@ class XiPolicy(BasePolicy):
         return {"train": float(expected_params(structure, widths)),
                 "deploy": float(expected_params(structure, widths, deploy_only=True))}
 
-    def flops(self, batch_size: int) -> dict[str, int]:
-        """Matmul FLOPs per gradient update (at ``batch_size``) and per environment step (the deployable policy)."""
+    def flops(self, batch_size: int, gate_every: int = 1) -> dict[str, int]:
+        """Matmul FLOPs per gradient update (at ``batch_size``, gate step every ``gate_every`` updates) and per
+        environment step (the deployable policy)."""
         structure = self.structure()
-        return {"update": update_flops(structure, batch_size, self.gated),
+        return {"update": update_flops(structure, batch_size, self.gated, gate_every),
                 "env_step": int(expected_flops(structure, {}, deploy_only=True))}
 
     # ----- modules by structural name (for the pruner) -------------------------------------------------------------

@@ -211,6 +211,10 @@ class XiSAC(OffPolicyAlgorithm):
         """Moving average of the wall time of one gradient update (reported after each pruning event)."""
         self.update_seconds = seconds if self.update_seconds is None else 0.98 * self.update_seconds + 0.02 * seconds
 
+    def flops(self) -> dict[str, int]:
+        """Matmul FLOPs per gradient update (averaged over the gate-step schedule) and per environment step."""
+        return self.policy.flops(self.batch_size, self.config.pi_update_every)
+
     def prune_check(self) -> dict[str, int]:
         """One pruning check: count checks at 0, remove units due, and record the event (TensorBoard and
         :attr:`prune_events`). Returns the units removed per group."""
@@ -225,7 +229,7 @@ class XiSAC(OffPolicyAlgorithm):
     def _record_prune_event(self, removed: dict[str, int]) -> None:
         p = self.policy
         event = {"step": int(self.num_timesteps), "n_updates": int(self._n_updates), "removed": removed,
-                 "params": p.param_counts(), "flops": p.flops(self.batch_size),
+                 "params": p.param_counts(), "flops": self.flops(),
                  "update_ms_before": None if self.update_seconds is None else round(1000 * self.update_seconds, 3),
                  "widths": p.widths.networks()}
         self.update_seconds = None  # measure the pruned model afresh

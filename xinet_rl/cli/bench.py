@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, model in models.items():
             rows[name] = {"steps_per_s": float(np.median(rates[name])), "rounds": rates[name]}
             if isinstance(model, XiSAC):
-                rows[name].update(flops_update=model.policy.flops(model.batch_size)["update"],
+                rows[name].update(flops_update=model.flops()["update"],
                                   params_train=model.policy.param_counts()["train"])
         sb3_rate, unpruned = rows["sb3 SAC"]["steps_per_s"], rows["unpruned"]
         rows["XiSAC sac"]["vs_sb3"] = rows["XiSAC sac"]["steps_per_s"] / sb3_rate

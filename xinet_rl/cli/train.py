@@ -114,7 +114,7 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
         model = XiSAC(env, seed=seed, device=device, widths=widths, **agent_kwargs(config))
         run_info: dict[str, Any] = {"params_initial": model.policy.param_counts(),
                                     "widths_initial": model.policy.widths.networks(),
-                                    "flops_initial": model.policy.flops(config.batch_size), "elapsed": 0.0}
+                                    "flops_initial": model.flops(), "elapsed": 0.0}
         purge = None
     else:
         model, meta = XiSAC.from_checkpoint(resume_from, env, device=device)
@@ -156,7 +156,7 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
         "params_initial": run_info["params_initial"], "params_final": model.policy.param_counts(),
         "expected_params_final": model.policy.expected_param_counts(),
         "widths_initial": run_info["widths_initial"], "widths_final": model.policy.widths.networks(),
-        "flops_initial": run_info["flops_initial"], "flops_final": model.policy.flops(config.batch_size),
+        "flops_initial": run_info["flops_initial"], "flops_final": model.flops(),
         "prune_events": len(model.prune_events), "device": str(device), "torch_threads": torch.get_num_threads(),
     }
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
