@@ -22,3 +22,15 @@ def test_bench_reports_every_figure(tmp_path):
     assert rows["XiSAC sac"]["vs_sb3"] == rows["XiSAC sac"]["steps_per_s"] / rows["sb3 SAC"]["steps_per_s"]
     assert set(info["inference_batch1"]) == {"unpruned", "xinet 75% removed"}
     assert info["threads"] == 1 and info["torch"] and "gating overhead" in proc.stdout
+    assert info["device"] == "cpu" and info["device_name"] is None
+
+
+def test_bench_refuses_cuda_without_a_gpu():
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = subprocess.run([sys.executable, "-m", "xinet_rl.cli.bench", "--device", "cuda"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no CUDA device" in proc.stderr

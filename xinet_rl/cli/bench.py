@@ -20,7 +20,7 @@ import torch
 from stable_baselines3 import SAC
 
 from xinet_rl.agents.xisac import XiSAC
-from xinet_rl.cli.common import Parser, int_at_least, run_main
+from xinet_rl.cli.common import Parser, int_at_least, resolve_device, run_main
 from xinet_rl.config import TrainConfig, agent_kwargs, apply_variant, resolve_config
 from xinet_rl.envs import check_env_id, make_env
 from xinet_rl.export import export_policy
@@ -38,6 +38,8 @@ def build_parser() -> Parser:
     parser.add_argument("--repeats", type=int_at_least(1), default=3,
                         help="interleaved rounds of every model; the median rate is reported")
     parser.add_argument("--threads", type=int_at_least(1), default=torch.get_num_threads())
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where both SB3 SAC and XiSAC train (latency is always measured on the CPU)")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     return parser
 
@@ -61,8 +63,8 @@ def steps_per_second(model, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def xisac(env_id: str, variant: str, fill: int, keep: float = 1.0) -> XiSAC:
-    model = XiSAC(make_env(env_id, seed=0), seed=0, device="cpu", **agent_kwargs(_config(env_id, variant, fill)))
+def xisac(env_id: str, variant: str, fill: int, keep: float = 1.0, device: str | torch.device = "cpu") -> XiSAC:
+    model = XiSAC(make_env(env_id, seed=0), seed=0, device=device, **agent_kwargs(_config(env_id, variant, fill)))
     if keep < 1.0:
         prune_to_fraction(model.policy, keep)
     return model
@@ -83,17 +85,19 @@ def main(argv: list[str] | None = None) -> None:
     def body() -> int:
         args = build_parser().parse_args(argv)
         check_env_id(args.env)
+        device = resolve_device(args.device)
         torch.set_num_threads(args.threads)
         fill, steps, warmup = args.fill, args.steps, args.warmup
         sac_config = _config(args.env, "sac", fill)
         rows: dict[str, dict] = {}
 
         sb3 = SAC("MlpPolicy", make_env(args.env, seed=0), learning_starts=fill, batch_size=sac_config.batch_size,
-                  buffer_size=100_000, seed=0, device="cpu", policy_kwargs={"net_arch": sac_config.actor_widths})
-        models = {"sb3 SAC": sb3, "XiSAC sac": xisac(args.env, "sac", fill),
-                  "unpruned": xisac(args.env, "unpruned", fill), "xinet": xisac(args.env, "xinet", fill),
-                  "xinet 50% removed": xisac(args.env, "xinet", fill, 0.5),
-                  "xinet 75% removed": xisac(args.env, "xinet", fill, 0.25)}
+                  buffer_size=100_000, seed=0, device=device, policy_kwargs={"net_arch": sac_config.actor_widths})
+        models = {"sb3 SAC": sb3, "XiSAC sac": xisac(args.env, "sac", fill, device=device),
+                  "unpruned": xisac(args.env, "unpruned", fill, device=device),
+                  "xinet": xisac(args.env, "xinet", fill, device=device),
+                  "xinet 50% removed": xisac(args.env, "xinet", fill, 0.5, device),
+                  "xinet 75% removed": xisac(args.env, "xinet", fill, 0.25, device)}
         for model in models.values():
             warm_up(model, warmup, fill)
         rates: dict[str, list[float]] = {name: [] for name in models}
@@ -126,11 +130,12 @@ def main(argv: list[str] | None = None) -> None:
                     "pytorch_ms": latency_ms(lambda o: model.predict(o, deterministic=True), obs),
                     "onnx_ms": latency_ms(lambda o: session.run(["action"], {"obs": o[None]}), obs)}
 
-        info = {"env": args.env, "device": "cpu", "machine": platform.processor() or platform.machine(),
+        info = {"env": args.env, "device": str(device),
+                "device_name": torch.cuda.get_device_name() if device.type == "cuda" else None, "machine": platform.processor() or platform.machine(),
                 "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup,
                 "repeats": args.repeats,
                 "batch_size": sac_config.batch_size, "training": rows, "inference_batch1": inference}
-        print(f"{PROG}: {args.env}, cpu, torch {info['torch']}, {info['threads']} threads, median of {args.repeats} "
+        print(f"{PROG}: {args.env}, {info['device_name'] or device}, torch {info['torch']}, {info['threads']} threads, median of {args.repeats} "
               f"interleaved rounds of {steps} steps per model (one update per step), batch {sac_config.batch_size}")
         print(f"{'model':<20} {'steps/s':>8} {'GFLOP/upd':>10}  ratio")
         for name, row in rows.items():

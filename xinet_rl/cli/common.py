@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Callable, NoReturn
 
+import torch
+
 from xinet_rl.config import ConfigError
 from xinet_rl.envs.make import EnvError
 from xinet_rl.guards import TrainingError
@@ -34,6 +36,15 @@ def run_main(prog: str, body: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         fail(prog, "interrupted", 130)
     raise SystemExit(code or 0)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``, ``cpu`` or ``cuda``; asking for CUDA on a machine without it is a user error (exit 2)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was requested but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

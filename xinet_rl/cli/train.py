@@ -30,7 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 from xinet_rl.agents.xisac import XiSAC
 from xinet_rl.callbacks import Checkpoints, Evaluate, EvaluationsCSV, ProgressBar, RecordPruning
 from xinet_rl.checkpoint import CheckpointError, checkpoint_dirs, env_state, read_checkpoint, set_env_state
-from xinet_rl.cli.common import Parser, UsageError, int_at_least, run_main
+from xinet_rl.cli.common import Parser, UsageError, int_at_least, resolve_device, run_main
 from xinet_rl.config import (VARIANTS, ConfigError, TrainConfig, agent_kwargs, apply_overrides, read_yaml,
                              resolve_config)
 from xinet_rl.envs import check_env_id, make_env
@@ -63,14 +63,6 @@ def build_parser() -> Parser:
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest valid checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was requested but no CUDA device is available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def default_run_dir(env_id: str, seed: int) -> Path:
