@@ -9,14 +9,18 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from xinet_rl.replay import TensorReplayBuffer
 
 
+@pytest.mark.parametrize("mirrored", [False, True])
 @pytest.mark.parametrize("optimize_memory_usage", [False, True])
 @pytest.mark.parametrize("n_envs", [1, 3])
-def test_same_batches_as_sb3(optimize_memory_usage, n_envs):
+def test_same_batches_as_sb3(optimize_memory_usage, n_envs, mirrored):
+    """Also with the accelerator's layout (``mirrored``: separate copies kept current transition by transition),
+    exercised on the CPU, where CI runs."""
     obs_space = spaces.Box(-1, 1, (5,), np.float32)
     act_space = spaces.Box(-1, 1, (2,), np.float32)
     kwargs = dict(n_envs=n_envs, optimize_memory_usage=optimize_memory_usage,
                   handle_timeout_termination=not optimize_memory_usage)
     ours, theirs = TensorReplayBuffer(50, obs_space, act_space, **kwargs), ReplayBuffer(50, obs_space, act_space, **kwargs)
+    ours.mirrored = mirrored
     rng = np.random.default_rng(0)
     for step in range(80):  # wraps around: the buffer is full
         obs, next_obs = rng.normal(size=(2, n_envs, 5)).astype(np.float32)
@@ -25,7 +29,7 @@ def test_same_batches_as_sb3(optimize_memory_usage, n_envs):
         infos = [{"TimeLimit.truncated": bool(rng.uniform() < 0.5)} for _ in range(n_envs)]
         for buffer in (ours, theirs):
             buffer.add(obs, next_obs, action, reward, done, infos)
-        if step in (10, 79):
+        if step in (10, 60, 79):
             np.random.seed(step)
             a = ours.sample(32)
             np.random.seed(step)

@@ -26,6 +26,7 @@ class TensorReplayBuffer(ReplayBuffer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._tensors: dict[str, torch.Tensor] | None = None
+        self.mirrored = self.device.type != "cpu"  # copies on the device, kept current by add()
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Each storage array as a ``(buffer_size * n_envs, -1)`` tensor on the buffer's device: a view of the numpy
@@ -33,22 +34,23 @@ class TensorReplayBuffer(ReplayBuffer):
         if self._tensors is None:
             rows = self.buffer_size * self.n_envs
             found = {k: getattr(self, k) for k in _FIELDS if getattr(self, k, None) is not None}
-            if self.device.type == "cpu":
-                self._tensors = {k: torch.from_numpy(v).reshape(rows, -1) for k, v in found.items()}
+            if self.mirrored:
+                self._tensors = {k: torch.from_numpy(v).reshape(rows, -1).to(self.device, copy=True)
+                                 for k, v in found.items()}
             else:
-                self._tensors = {k: torch.from_numpy(v).reshape(rows, -1).to(self.device) for k, v in found.items()}
+                self._tensors = {k: torch.from_numpy(v).reshape(rows, -1) for k, v in found.items()}
         return self._tensors
 
     def storage_changed(self) -> None:
         """Call after writing the numpy storage directly (restoring a checkpoint): device copies are remade."""
-        if self.device.type != "cpu":
+        if self.mirrored:
             self._tensors = None
 
     def add(self, obs: np.ndarray, next_obs: np.ndarray, action: np.ndarray, reward: np.ndarray, done: np.ndarray,
             infos: list[dict[str, Any]]) -> None:
         pos = self.pos
         super().add(obs, next_obs, action, reward, done, infos)
-        if self._tensors is not None and self.device.type != "cpu":
+        if self._tensors is not None and self.mirrored:
             changed = [pos, (pos + 1) % self.buffer_size] if self.optimize_memory_usage else [pos]
             for key, tensor in self._tensors.items():
                 for row in changed:
