@@ -23,7 +23,6 @@ import torch
 
 from xinet_rl import XiSAC
 from xinet_rl.envs import make_env
-from xinet_rl.agents.xisac import replay_fields
 
 
 def tensor_bytes(model: XiSAC) -> int:
@@ -75,8 +74,8 @@ def main() -> None:
                   optimize_memory_usage=args.optimize_memory_usage)
     model.learn(fill + args.updates)
     buffer = model.replay_buffer
-    raw = sum(getattr(buffer, k).nbytes for k in replay_fields(buffer))
-    dtypes = {k: str(getattr(buffer, k).dtype) for k in replay_fields(buffer)}
+    raw = sum(getattr(buffer, k).nbytes for k in buffer.stored_fields())
+    dtypes = {k: str(getattr(buffer, k).dtype) for k in buffer.stored_fields()}
     model_bytes = tensor_bytes(model)
     with tempfile.TemporaryDirectory() as run_dir:
         checkpoint = model.save_checkpoint(run_dir, keep=1)

@@ -10,8 +10,8 @@ def test_bench_reports_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "xinet_rl.cli.bench", "--steps", "5", "--warmup", "2", "--fill",
-                           "300", "--repeats", "2", "--threads", "1", "--json", str(out)], env=env, capture_output=True, text=True,
-                          timeout=600)
+                           "300", "--repeats", "2", "--threads", "1", "--json", str(out)], env=env, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = json.loads(out.read_text())
     rows = info["training"]

@@ -20,7 +20,8 @@ TINY = ["--total-steps", "600", "--set", "learning_starts=300", "--set", "ofenet
         "--set", "batch_size=32", "--set", "buffer_size=1000", "--set", "eval_freq=600", "--set", "eval_episodes=1",
         "--set", "ofenet_layers=3", "--set", "ofenet_units=8", "--set", "actor_widths=[32,32]",
         "--set", "critic_widths=[32,32]", "--set", "prune_start=50", "--set", "prune_interval=50",
-        "--set", "prune_patience=1", "--set", "prune_strength=1.0", "--set", "pi_lr=0.05", "--set", "pi_update_every=1", "--no-progress"]
+        "--set", "prune_patience=1", "--set", "prune_strength=1.0", "--set", "pi_lr=0.05", "--set", "pi_update_every=1",
+        "--no-progress"]
 
 
 def cli(module, *args, cwd=None, extra_env=None):

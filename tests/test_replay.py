@@ -19,7 +19,8 @@ def test_same_batches_as_sb3(optimize_memory_usage, n_envs, mirrored):
     act_space = spaces.Box(-1, 1, (2,), np.float32)
     kwargs = dict(n_envs=n_envs, optimize_memory_usage=optimize_memory_usage,
                   handle_timeout_termination=not optimize_memory_usage)
-    ours, theirs = TensorReplayBuffer(50, obs_space, act_space, **kwargs), ReplayBuffer(50, obs_space, act_space, **kwargs)
+    ours = TensorReplayBuffer(50, obs_space, act_space, **kwargs)
+    theirs = ReplayBuffer(50, obs_space, act_space, **kwargs)
     ours.mirrored = mirrored
     rng = np.random.default_rng(0)
     for step in range(80):  # wraps around: the buffer is full

@@ -29,8 +29,8 @@ class Gate(nn.Module):
 
     def forward(self, h: Tensor, tape: "MaskTape | None" = None) -> Tensor:
         """Mean mode (``tape is None``): ``h * π``. Sample mode: ``h * ξ`` with ``ξ`` drawn (or replayed) by the tape."""
-        if tape is None:  # (no detach needed, or paid for, where nothing records gradients)
-            return h * (self.pi.detach() if torch.is_grad_enabled() else self.pi)
+        if tape is None:
+            return h * self.pi.detach()
         return h * tape.draw(self.pi, h.shape[0])
 
     @torch.no_grad()
@@ -83,7 +83,7 @@ class MaskTape:
                 raise ValueError(f"mask {len(self.masks)} has shape {tuple(mask.shape)}, the layer needs "
                                  f"{(batch, pi.shape[0])}")
         else:
-            mask = bernoulli_masks(pi.detach(), batch, self._generator).requires_grad_(True)
+            mask = bernoulli_masks(pi, batch, self._generator).requires_grad_(True)
         self.masks.append(mask)
         return mask
 

@@ -17,7 +17,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
-_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 
 
 class TensorReplayBuffer(ReplayBuffer):
@@ -28,12 +28,16 @@ class TensorReplayBuffer(ReplayBuffer):
         self._tensors: dict[str, torch.Tensor] | None = None
         self.mirrored = self.device.type != "cpu"  # copies on the device, kept current by add()
 
+    def stored_fields(self) -> list[str]:
+        """The storage arrays this buffer has (no ``next_observations`` with ``optimize_memory_usage``)."""
+        return [k for k in REPLAY_FIELDS if getattr(self, k, None) is not None]
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """Each storage array as a ``(buffer_size * n_envs, -1)`` tensor on the buffer's device: a view of the numpy
         memory on CPU, a copy on an accelerator (made on first use, kept current by :meth:`add`)."""
         if self._tensors is None:
             rows = self.buffer_size * self.n_envs
-            found = {k: getattr(self, k) for k in _FIELDS if getattr(self, k, None) is not None}
+            found = {k: getattr(self, k) for k in self.stored_fields()}
             if self.mirrored:
                 self._tensors = {k: torch.from_numpy(v).reshape(rows, -1).to(self.device, copy=True)
                                  for k, v in found.items()}
@@ -77,4 +81,4 @@ class TensorReplayBuffer(ReplayBuffer):
                                    t["rewards"].index_select(0, rows))
 
 
-__all__ = ["TensorReplayBuffer"]
+__all__ = ["REPLAY_FIELDS", "TensorReplayBuffer"]

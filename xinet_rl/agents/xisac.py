@@ -428,7 +428,7 @@ class XiSAC(OffPolicyAlgorithm):
         # with optimize_memory_usage the row at ``pos`` already holds the last next observation
         size = buffer.buffer_size if buffer.full else min(buffer.pos + int(buffer.optimize_memory_usage),
                                                           buffer.buffer_size)
-        replay = {k: getattr(buffer, k)[:size] for k in replay_fields(buffer)}
+        replay = {k: getattr(buffer, k)[:size] for k in buffer.stored_fields()}
         env_meta, env_arrays = env_state(self.env.envs[0])
         env_arrays["last_obs"] = np.asarray(self._last_obs)
         env_arrays["last_episode_starts"] = np.asarray(self._last_episode_starts)
@@ -457,7 +457,7 @@ class XiSAC(OffPolicyAlgorithm):
             set_rng_state(meta["rng"])
             model.action_space.np_random.bit_generator.state = meta["action_space_rng"]
             buffer = model.replay_buffer
-            for key in replay_fields(buffer):
+            for key in buffer.stored_fields():
                 replay.read_into(key, getattr(buffer, key))
             buffer.storage_changed()
             buffer.pos, buffer.full = int(meta["replay"]["pos"]), bool(meta["replay"]["full"])
@@ -475,12 +475,6 @@ class XiSAC(OffPolicyAlgorithm):
         return model, meta
 
 
-REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
-
-
-def replay_fields(buffer: TensorReplayBuffer) -> list[str]:
-    """The storage arrays a buffer has (no ``next_observations`` with ``optimize_memory_usage``)."""
-    return [k for k in REPLAY_FIELDS if getattr(buffer, k, None) is not None]
 
 
 def _space_to_json(space: spaces.Box) -> dict[str, Any]:

@@ -131,12 +131,12 @@ def main(argv: list[str] | None = None) -> None:
                     "onnx_ms": latency_ms(lambda o: session.run(["action"], {"obs": o[None]}), obs)}
 
         info = {"env": args.env, "device": str(device),
-                "device_name": torch.cuda.get_device_name() if device.type == "cuda" else None, "machine": platform.processor() or platform.machine(),
-                "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup,
-                "repeats": args.repeats,
+                "device_name": torch.cuda.get_device_name() if device.type == "cuda" else None,
+                "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+                "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup, "repeats": args.repeats,
                 "batch_size": sac_config.batch_size, "training": rows, "inference_batch1": inference}
-        print(f"{PROG}: {args.env}, {info['device_name'] or device}, torch {info['torch']}, {info['threads']} threads, median of {args.repeats} "
-              f"interleaved rounds of {steps} steps per model (one update per step), batch {sac_config.batch_size}")
+        print(f"{PROG}: {args.env}, {info['device_name'] or device}, torch {info['torch']}, {info['threads']} threads, "
+              f"median of {args.repeats} interleaved rounds of {steps} steps per model (one update per step), batch {sac_config.batch_size}")
         print(f"{'model':<20} {'steps/s':>8} {'GFLOP/upd':>10}  ratio")
         for name, row in rows.items():
             flops = row.get("flops_update")
