@@ -89,8 +89,13 @@ class MaskTape:
 
 
 def bernoulli_masks(pi: Tensor, batch: int, generator: torch.Generator | None = None) -> Tensor:
-    """``batch`` rows of ``ξ_j ~ Bernoulli(π_j)``."""
-    return torch.bernoulli(pi.detach().expand(batch, -1), generator=generator)
+    """``batch`` rows of ``ξ_j ~ Bernoulli(π_j)``, as ``1[u < π_j]`` with ``u ~ U[0, 1)``.
+
+    The same distribution as ``torch.bernoulli`` (which compares a uniform draw with ``p`` too), but its CPU kernel
+    draws element by element and took 3x as long as ``rand`` plus an in-place comparison (about 5 ms per update of
+    the HalfCheetah model, a tenth of it). ``π = 1`` gives 1 and ``π = 0`` gives 0 exactly."""
+    u = torch.rand(batch, pi.shape[0], generator=generator, device=pi.device, dtype=pi.dtype)
+    return u.lt_(pi.detach())
 
 
 def _detached_cat(tensors: Sequence[Tensor]) -> Tensor:
