@@ -29,9 +29,19 @@ class Gate(nn.Module):
 
     def forward(self, h: Tensor, tape: "MaskTape | None" = None) -> Tensor:
         """Mean mode (``tape is None``): ``h * π``. Sample mode: ``h * ξ`` with ``ξ`` drawn (or replayed) by the tape."""
-        if tape is None:
-            return h * self.pi.detach()
-        return h * tape.draw(self.pi, h.shape[0])
+        return h * self.factor(h.shape[0], tape)
+
+    def factor(self, batch: int, tape: "MaskTape | None" = None) -> Tensor:
+        """What the layer's units are multiplied by: ``π`` (mean mode, no gradient) or the tape's ``batch x units``
+        mask ``ξ`` (which requires grad when the ``π`` estimator needs ``∂L/∂ξ``)."""
+        return self.pi.detach() if tape is None else tape.draw(self.pi, batch)
+
+    def apply_(self, h: Tensor, tape: "MaskTape | None" = None) -> Tensor:
+        """``forward`` in place on ``h`` where autograd allows it: only when no ``∂L/∂ξ`` is wanted (that needs the
+        unmasked ``h``) and ``h`` is not saved for a backward pass. Saves a fresh ``batch x units`` tensor per layer:
+        elementwise work in an update is bound by memory traffic, not arithmetic."""
+        factor = self.factor(h.shape[0], tape)
+        return h * factor if factor.requires_grad else h.mul_(factor)
 
     @torch.no_grad()
     def project_(self) -> None:

@@ -28,9 +28,15 @@ class GatedMLP(nn.Module):
 
     def forward(self, x: Tensor, tape: MaskTape | None = None) -> Tensor:
         for i, linear in enumerate(self.linears):
-            x = F.relu(linear(x))
-            if len(self.gates):
-                x = self.gates[i](x, tape)
+            z = linear(x)  # a fresh product no backward pass reads: ReLU and a gradient-free mask go in place
+            if not len(self.gates):
+                x = F.relu(z, inplace=True)
+                continue
+            factor = self.gates[i].factor(z.shape[0], tape)
+            if factor.requires_grad:  # ∂L/∂ξ = ∂L/∂h · relu(z), also where ξ = 0: mask after the ReLU
+                x = F.relu(z, inplace=True) * factor
+            else:  # relu(z)·m = relu(z·m) for m ≥ 0, with the same gradient for z; no new tensor
+                x = F.relu(z.mul_(factor), inplace=True)
         return x
 
 

@@ -28,8 +28,8 @@ class DenseLayer(nn.Module):
         self.gate = Gate(units, pi_init) if gated else None
 
     def forward(self, x: Tensor, tape: MaskTape | None = None) -> Tensor:
-        h = F.silu(self.bn(self.linear(x)))
-        return h if self.gate is None else self.gate(h, tape)
+        h = F.silu(self.bn(self.linear(x)))  # SiLU's backward reads its input, not h: h may be masked in place
+        return h if self.gate is None else self.gate.apply_(h, tape)
 
 
 class DenseBlock(nn.Module):
