@@ -199,3 +199,12 @@ def test_bernoulli_masks_frequencies_and_exact_ends():
     freq = masks.mean(0)
     assert freq[0] == 0 and freq[1] == 1 and freq[5] == 0 and freq[6] == 1  # units at 0 / 1 never / always drawn
     assert torch.allclose(freq[2:5], pi[2:5], atol=0.004)  # 200k draws: standard error about 0.001
+
+
+def test_acting_draws_the_same_action_as_sample_without_its_log_probability():
+    actor = Actor(4, [6, 6], act_dim=2, gated=True, pi_init=0.6)
+    z = torch.randn(5, 4)
+    torch.manual_seed(3)
+    action, _, _ = actor.sample(z)
+    torch.manual_seed(3)
+    assert torch.equal(actor.act(z), action)

@@ -189,7 +189,7 @@ class XiPolicy(BasePolicy):
         z_s = self.ofenet.z_s(observation)
         if deterministic:
             return self.actor.deterministic(z_s)
-        return self.actor.sample(z_s)[0]
+        return self.actor.act(z_s)
 
     def forward(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         return self._predict(obs, deterministic)
