@@ -4,8 +4,8 @@ gated layer removed, measured in one run, against the FLOP ratio of the same mod
     python scripts/bench_pruning.py [--updates 200] [--warmup 30] [--threads N] [--json FILE]
 
 Prints a table and, with ``--json``, writes the figures. The speed-up of a pruned model is
-``time(unpruned) / time(pruned)``; its efficiency is the speed-up divided by the FLOP ratio. The time spent in
-matrix-multiply kernels alone (profiled separately) shows how much of the update the FLOP count describes.
+``time(unpruned) / time(pruned)``, the median over rounds of the ratio within a round; its efficiency is the
+speed-up divided by the FLOP ratio. The time spent in matrix-multiply kernels alone (profiled separately) shows how much of the update the FLOP count describes.
 """
 
 from __future__ import annotations
@@ -64,20 +64,21 @@ def main() -> None:
     fractions = {"unpruned": 1.0, "50% removed": 0.5, "75% removed": 0.25}
     models = {name: build(f) for name, f in fractions.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(args.repeats):  # interleave, so that machine noise hits every model alike
-        for name, model in models.items():
-            times[name].append(time_updates(model, args.updates, args.warmup))
+    order = list(models)
+    for round_ in range(args.repeats):  # interleave, so that machine noise hits every model alike, in alternating
+        for name in order if round_ % 2 == 0 else order[::-1]:  # order, so that a drift favours none of them
+            times[name].append(time_updates(models[name], args.updates, args.warmup))
     mm_times = {name: matmul_seconds(model) for name, model in models.items()}
-    base_time = float(np.median(times["unpruned"]))
     base_flops = models["unpruned"].flops()["update"]
     rows = []
     for name, model in models.items():
         t = float(np.median(times[name]))
+        speedup = float(np.median(np.asarray(times["unpruned"]) / np.asarray(times[name])))  # per-round ratios
         flops = model.flops()["update"]
         rows.append({"model": name, "params_train": model.policy.param_counts()["train"], "flops_update": flops,
                      "ms_per_update": round(1000 * t, 2), "updates_per_s": round(1 / t, 1),
-                     "speedup": round(base_time / t, 2), "flop_ratio": round(base_flops / flops, 2),
-                     "efficiency": round((base_time / t) / (base_flops / flops), 2),
+                     "speedup": round(speedup, 2), "flop_ratio": round(base_flops / flops, 2),
+                     "efficiency": round(speedup / (base_flops / flops), 2),
                      "matmul_ms_per_update": round(1000 * mm_times[name], 2),
                      "matmul_speedup": round(mm_times["unpruned"] / mm_times[name], 2)})
     info = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,

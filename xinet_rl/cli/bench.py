@@ -101,22 +101,27 @@ def main(argv: list[str] | None = None) -> None:
         for model in models.values():
             warm_up(model, warmup, fill)
         rates: dict[str, list[float]] = {name: [] for name in models}
-        for _ in range(args.repeats):  # interleaved, so that noise on this shared machine hits every model alike
-            for name, model in models.items():
-                rates[name].append(steps_per_second(model, steps))
+        order = list(models)
+        for round_ in range(args.repeats):  # interleaved, so that noise on this shared machine hits every model alike
+            for name in order if round_ % 2 == 0 else order[::-1]:  # and in alternating order, so that a drift does
+                rates[name].append(steps_per_second(models[name], steps))  # not favour the model timed first
         for name, model in models.items():
             rows[name] = {"steps_per_s": float(np.median(rates[name])), "rounds": rates[name]}
             if isinstance(model, XiSAC):
                 rows[name].update(flops_update=model.flops()["update"],
                                   params_train=model.policy.param_counts()["train"])
-        sb3_rate, unpruned = rows["sb3 SAC"]["steps_per_s"], rows["unpruned"]
-        rows["XiSAC sac"]["vs_sb3"] = rows["XiSAC sac"]["steps_per_s"] / sb3_rate
-        rows["xinet"]["gating_overhead"] = unpruned["steps_per_s"] / rows["xinet"]["steps_per_s"]
+
+        def ratio(fast: str, slow: str) -> float:
+            """Median over rounds of the ratio of two models' rates timed next to each other in the same round."""
+            return float(np.median(np.asarray(rates[fast]) / np.asarray(rates[slow])))
+
+        rows["XiSAC sac"]["vs_sb3"] = ratio("XiSAC sac", "sb3 SAC")
+        rows["xinet"]["gating_overhead"] = ratio("unpruned", "xinet")
         for name in ("xinet 50% removed", "xinet 75% removed"):
-            speedup = rows[name]["steps_per_s"] / rows["xinet"]["steps_per_s"]
+            speedup = ratio(name, "xinet")
             flop_ratio = rows["xinet"]["flops_update"] / rows[name]["flops_update"]
             rows[name].update(speedup_vs_gated=speedup, flop_ratio=flop_ratio, efficiency=speedup / flop_ratio,
-                              speedup_vs_unpruned=rows[name]["steps_per_s"] / unpruned["steps_per_s"])
+                              speedup_vs_unpruned=ratio(name, "unpruned"))
 
         inference = {}
         obs = np.zeros(models["xinet"].observation_space.shape, dtype=np.float32)
@@ -136,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
                 "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup, "repeats": args.repeats,
                 "batch_size": sac_config.batch_size, "training": rows, "inference_batch1": inference}
         print(f"{PROG}: {args.env}, {info['device_name'] or device}, torch {info['torch']}, {info['threads']} threads, "
-              f"median of {args.repeats} interleaved rounds of {steps} steps per model (one update per step), batch {sac_config.batch_size}")
+              f"median of {args.repeats} interleaved rounds of {steps} steps per model (one update per step), batch "
+              f"{sac_config.batch_size}; ratios are medians of the per-round ratios")
         print(f"{'model':<20} {'steps/s':>8} {'GFLOP/upd':>10}  ratio")
         for name, row in rows.items():
             flops = row.get("flops_update")
