@@ -5,7 +5,8 @@ gated layer removed, measured in one run, against the FLOP ratio of the same mod
 
 Prints a table and, with ``--json``, writes the figures. The speed-up of a pruned model is
 ``time(unpruned) / time(pruned)``, the median over rounds of the ratio within a round; its efficiency is the
-speed-up divided by the FLOP ratio. The time spent in matrix-multiply kernels alone (profiled separately) shows how much of the update the FLOP count describes.
+speed-up divided by the FLOP ratio. The time spent in matrix-multiply kernels alone (profiled separately) shows
+how much of the update the FLOP count describes.
 """
 
 from __future__ import annotations
