@@ -58,7 +58,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median time is used")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved rounds; times and per-round speed-ups are reported as medians")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

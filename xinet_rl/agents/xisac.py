@@ -475,8 +475,6 @@ class XiSAC(OffPolicyAlgorithm):
         return model, meta
 
 
-
-
 def _space_to_json(space: spaces.Box) -> dict[str, Any]:
     return {"low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape),
             "dtype": str(space.dtype)}

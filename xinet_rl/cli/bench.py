@@ -36,7 +36,7 @@ def build_parser() -> Parser:
     parser.add_argument("--warmup", type=int_at_least(0), default=50, help="untimed steps with updates first")
     parser.add_argument("--fill", type=int_at_least(1), default=1000, help="random steps before learning")
     parser.add_argument("--repeats", type=int_at_least(1), default=3,
-                        help="interleaved rounds of every model; the median rate is reported")
+                        help="interleaved rounds of every model; rates and per-round ratios are reported as medians")
     parser.add_argument("--threads", type=int_at_least(1), default=torch.get_num_threads())
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where both SB3 SAC and XiSAC train (latency is always measured on the CPU)")
