@@ -1,5 +1,6 @@
 """Gates: modes, projection, and every π-gradient estimator against the brute-force exact difference."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -190,15 +191,32 @@ def test_joint_draw_gives_each_layer_its_own_bernoulli_masks_and_gradients():
         net(x[:10], MaskTape.draw_all([g.pi for g in net.gates], 4000))
 
 
-def test_bernoulli_masks_frequencies_and_exact_ends():
+@pytest.mark.parametrize("source", ["torch", "numpy"])
+def test_bernoulli_masks_frequencies_and_exact_ends(source):
     from xinet_rl.gates import bernoulli_masks
 
     pi = torch.tensor([0.0, 1.0, 0.3, 0.5, 0.9, 1e-6, 1 - 1e-6])
-    masks = bernoulli_masks(pi, 200_000, torch.Generator().manual_seed(0))
-    assert masks.dtype == torch.float32 and set(masks.unique().tolist()) <= {0.0, 1.0}
+    generator = torch.Generator().manual_seed(0) if source == "torch" else np.random.PCG64(0)
+    masks = bernoulli_masks(pi, 200_000, generator)
+    assert masks.dtype == torch.float32 and masks.shape == (200_000, 7)
+    assert set(masks.unique().tolist()) <= {0.0, 1.0}
     freq = masks.mean(0)
-    assert freq[0] == 0 and freq[1] == 1 and freq[5] == 0 and freq[6] == 1  # units at 0 / 1 never / always drawn
+    assert freq[0] == 0 and freq[1] == 1  # units at 0 / 1 are never / always drawn
+    assert freq[5] < 5e-5 and freq[6] > 1 - 5e-5
     assert torch.allclose(freq[2:5], pi[2:5], atol=0.004)  # 200k draws: standard error about 0.001
+    # every column is drawn independently: the 0.3 and 0.5 units are on together about 0.15 of the time
+    assert abs(float((masks[:, 2] * masks[:, 3]).mean()) - 0.15) < 0.004
+
+
+def test_numpy_mask_draws_replay_from_the_bit_generator_state():
+    from xinet_rl.gates import bernoulli_masks
+
+    pi, bits = torch.rand(33), np.random.PCG64(5)
+    state = bits.state
+    first = bernoulli_masks(pi, 9, bits)  # odd count: half of the last 64-bit word is dropped
+    bits.state = state
+    assert torch.equal(bernoulli_masks(pi, 9, bits), first)
+    assert not torch.equal(bernoulli_masks(pi, 9, bits), first)
 
 
 def test_acting_draws_the_same_action_as_sample_without_its_log_probability():

@@ -9,10 +9,16 @@ update is projected onto ``[0, 1]``.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+MaskRandomness = Union[torch.Generator, np.random.BitGenerator, None]
+"""Where masks draw their random numbers: a torch generator on the masks' device, or a numpy bit generator (faster
+on the CPU, see :func:`bernoulli_masks`)."""
+
 
 class Gate(nn.Module):
     """The gate parameters ``π`` of one layer's units (initialised to ``pi_init``), and for each unit the number of
@@ -59,13 +65,13 @@ class MaskTape:
     estimator). Sampled masks are leaf tensors that require grad, so autograd returns per-sample ``∂ℓ_b/∂ξ_bj``.
     """
 
-    def __init__(self, replay: Sequence[Tensor] | None = None, generator: torch.Generator | None = None) -> None:
+    def __init__(self, replay: Sequence[Tensor] | None = None, generator: MaskRandomness = None) -> None:
         self.masks: list[Tensor] = []
         self._replay = replay
         self._generator = generator
 
     @classmethod
-    def draw_all(cls, pis: Sequence[Tensor], batch: int, generator: torch.Generator | None = None,
+    def draw_all(cls, pis: Sequence[Tensor], batch: int, generator: MaskRandomness = None,
                  requires_grad: bool = True) -> "MaskTape":
         """A tape whose masks for the given gates (in forward order) are drawn in one Bernoulli call: one
         ``batch x Σ units`` leaf tensor, handed out per layer as views (a few operator calls instead of a few per
@@ -98,14 +104,30 @@ class MaskTape:
         return mask
 
 
-def bernoulli_masks(pi: Tensor, batch: int, generator: torch.Generator | None = None) -> Tensor:
-    """``batch`` rows of ``ξ_j ~ Bernoulli(π_j)``, as ``1[u < π_j]`` with ``u ~ U[0, 1)``.
+def bernoulli_masks(pi: Tensor, batch: int, generator: MaskRandomness = None) -> Tensor:
+    """``batch`` rows of ``ξ_j ~ Bernoulli(π_j)`` as a float tensor, ``1[u < π_j]`` with ``u`` uniform on a grid of
+    ``2^-24`` (the resolution of a float32 ``torch.rand``). ``π = 1`` gives 1 and ``π = 0`` gives 0 exactly.
 
-    The same distribution as ``torch.bernoulli`` (which compares a uniform draw with ``p`` too), but its CPU kernel
-    draws element by element and took 3x as long as ``rand`` plus an in-place comparison (about 5 ms per update of
-    the HalfCheetah model, a tenth of it). ``π = 1`` gives 1 and ``π = 0`` gives 0 exactly."""
+    Not ``torch.bernoulli``: its CPU kernel draws element by element, 3x as slow as ``rand`` plus a comparison. On the
+    CPU with a numpy bit generator the uniforms come from raw 64-bit words (two 24-bit draws each), compared as
+    integers with ``round(π 2^24)``: less than half the time of torch's CPU ``rand``, which generated about 2 ms of
+    the 2,016 x 256 masks of each HalfCheetah update (``docs/method.md``)."""
+    if isinstance(generator, np.random.BitGenerator) and pi.device.type == "cpu":
+        return _masks_from_bits(pi, batch, generator)
     u = torch.rand(batch, pi.shape[0], generator=generator, device=pi.device, dtype=pi.dtype)
     return u.lt_(pi.detach())
+
+
+def _masks_from_bits(pi: Tensor, batch: int, bits: np.random.BitGenerator) -> Tensor:
+    units = pi.shape[0]
+    count = batch * units
+    words = bits.random_raw((count + 1) // 2).view(np.int32)[:count]  # two 32-bit halves of each 64-bit word
+    uniform = torch.from_numpy(words).view(batch, units).bitwise_and_(_GRID - 1)  # 24 random bits: 0 <= u < 2^24
+    threshold = torch.round(pi.detach().to(torch.float64) * _GRID).to(torch.int32)  # P(u < t) = t / 2^24
+    return torch.lt(uniform, threshold, out=torch.empty(batch, units, dtype=pi.dtype))
+
+
+_GRID = 1 << 24
 
 
 def _detached_cat(tensors: Sequence[Tensor]) -> Tensor:

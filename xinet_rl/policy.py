@@ -8,7 +8,6 @@ cost normaliser ``C_0``. The architecture is the :class:`~xinet_rl.structure.Wid
 from __future__ import annotations
 
 import copy
-import functools
 from typing import Any
 
 import torch
@@ -21,6 +20,7 @@ from xinet_rl.cost import CostRegularizer, LossScale, expected_flops, expected_p
 from xinet_rl.gates import Gate
 from xinet_rl.heads import Actor, Critic
 from xinet_rl.ofenet import OFENet
+from xinet_rl.optim import FusedAdam
 from xinet_rl.structure import CRITICS, Structure, Widths, build_structure
 
 NETWORKS = ("ofenet", "actor", "critic")
@@ -175,7 +175,7 @@ class XiPolicy(BasePolicy):
     # ----- optimizers ----------------------------------------------------------------------------------------------
     def make_optimizers(self) -> None:
         lr, hp = self.hparams["lr"], self.hparams
-        adam = functools.partial(torch.optim.Adam, fused=True)  # one kernel per optimizer step, CPU and CUDA
+        adam = FusedAdam  # one kernel per optimizer step, CPU and CUDA
         ofenet_weights = weights_of(self.ofenet)
         self.ofenet_optimizer = adam(ofenet_weights, lr=hp["ofenet_lr"]) if ofenet_weights else None
         self.actor_optimizer = adam(weights_of(self.actor), lr=lr)

@@ -27,7 +27,7 @@ from torch import Tensor
 from xinet_rl.checkpoint import (CheckpointError, env_state, read_checkpoint, rng_state, set_env_state, set_rng_state,
                                  write_checkpoint)
 from xinet_rl.config import AgentConfig, agent_kwargs
-from xinet_rl.gates import MaskTape, curvature_corrected, flip_difference, straight_through
+from xinet_rl.gates import MaskRandomness, MaskTape, curvature_corrected, flip_difference, straight_through
 from xinet_rl.guards import TrainingError
 from xinet_rl.io import ModelFileError, read_model_file, write_model_file
 from xinet_rl.policy import XiPolicy
@@ -90,8 +90,11 @@ class XiSAC(OffPolicyAlgorithm):
                                   ent_coef_init=cfg.ent_coef_init)
         super()._setup_model()
         self.target_entropy = -float(np.prod(self.action_space.shape))
-        self.gate_rng = torch.Generator(device=self.device)
-        self.gate_rng.manual_seed(0 if self.seed is None else int(self.seed) + 7919)
+        seed = 0 if self.seed is None else int(self.seed) + 7919
+        self.gate_rng = torch.Generator(device=self.device)  # estimator draws (probes, flips)
+        self.gate_rng.manual_seed(seed)
+        # masks: numpy's PCG64 on the CPU (less than half the time of torch's CPU rand), torch's on an accelerator
+        self.mask_rng: MaskRandomness = np.random.PCG64(seed) if self.device.type == "cpu" else self.gate_rng
 
     # ----- training ------------------------------------------------------------------------------------------------
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
@@ -303,7 +306,7 @@ class XiSAC(OffPolicyAlgorithm):
         empty tapes."""
         gates = self.policy.gates()
         groups = [self._groups((n,)) for n in networks]
-        tape = MaskTape.draw_all([gates[g].pi for gs in groups for g in gs], batch, self.gate_rng,
+        tape = MaskTape.draw_all([gates[g].pi for gs in groups for g in gs], batch, self.mask_rng,
                                  requires_grad=gate_step)
         return [tape] if joint else tape.split([len(gs) for gs in groups])
 
@@ -434,6 +437,7 @@ class XiSAC(OffPolicyAlgorithm):
         env_arrays["last_episode_starts"] = np.asarray(self._last_episode_starts)
         meta = {**self.metadata(), "optimizers": optimizers, "rng": rng_state(),
                 "action_space_rng": self.action_space.np_random.bit_generator.state, "env": env_meta,
+                "mask_rng": self.mask_rng.state if isinstance(self.mask_rng, np.random.BitGenerator) else None,
                 "replay": {"pos": int(buffer.pos), "full": bool(buffer.full)},
                 "episode_num": int(self._episode_num), "ep_info_buffer": list(self.ep_info_buffer or []),
                 "prune_events": self.prune_events, "update_seconds": self.update_seconds, **(extra or {})}
@@ -454,6 +458,8 @@ class XiSAC(OffPolicyAlgorithm):
                 optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
             torch.set_rng_state(tensors["rng.torch"])
             model.gate_rng.set_state(tensors["rng.gates"])
+            if isinstance(model.mask_rng, np.random.BitGenerator) and meta.get("mask_rng") is not None:
+                model.mask_rng.state = meta["mask_rng"]
             set_rng_state(meta["rng"])
             model.action_space.np_random.bit_generator.state = meta["action_space_rng"]
             buffer = model.replay_buffer
