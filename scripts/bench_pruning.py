@@ -21,6 +21,7 @@ import torch
 
 from xinet_rl import XiSAC
 from xinet_rl.envs import make_env
+from xinet_rl.memory import keep_freed_memory
 from xinet_rl.pruning import prune_to_fraction
 
 
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as every xinet command does
     fractions = {"unpruned": 1.0, "50% removed": 0.5, "75% removed": 0.25}
     models = {name: build(f) for name, f in fractions.items()}
     times: dict[str, list[float]] = {name: [] for name in models}

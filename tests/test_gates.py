@@ -226,3 +226,27 @@ def test_acting_draws_the_same_action_as_sample_without_its_log_probability():
     action, _, _ = actor.sample(z)
     torch.manual_seed(3)
     assert torch.equal(actor.act(z), action)
+
+
+@pytest.mark.parametrize("mode", ["mask without gradient", "mask with gradient", "mean"])
+def test_gated_mlp_gradients_match_the_plain_formula(mode):
+    """Each masking path of ``GatedMLP.forward`` (the 0/1 mask hidden from autograd, the mask that records ∂L/∂ξ,
+    ``π`` in mean mode) gives the weights the gradients of ``h_i = m_i ⊙ relu(W_i h_{i-1} + b_i)``."""
+    torch.manual_seed(0)
+    net = GatedMLP(5, [7, 6], gated=True, pi_init=0.5)
+    x, batch = torch.randn(9, 5), 9
+    for gate in net.gates:
+        gate.pi.data.uniform_(0.2, 0.9)
+    if mode == "mean":
+        factors, tape = [g.pi.detach().expand(batch, -1) for g in net.gates], None
+    else:
+        factors = [torch.bernoulli(g.pi.detach().expand(batch, -1)) for g in net.gates]
+        tape = MaskTape(replay=[f.clone().requires_grad_(mode == "mask with gradient") for f in factors])
+    weights = list(net.linears.parameters())
+    got = torch.autograd.grad(net(x, tape).square().sum(), weights)
+    h = x
+    for linear, factor in zip(net.linears, factors):
+        h = F.relu(linear(h)) * factor
+    expected = torch.autograd.grad(h.square().sum(), weights)
+    for a, b in zip(got, expected):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from xinet_rl.optim import FusedAdam
 
@@ -63,3 +64,22 @@ def test_fused_adam_state_dict_loads_into_torch_adam():
     other = torch.optim.Adam(_params(0), lr=1e-2, fused=True)
     other.load_state_dict(optimizer.state_dict())
     assert all(other.state_dict()["state"][0][k].equal(v) for k, v in optimizer.state_dict()["state"][0].items())
+
+
+def test_step_hooks_still_run_once_per_step():
+    torch.optim.Adam(_params(1), lr=1e-2)  # a plain Adam wraps Adam.step: FusedAdam's fallback must not run hooks twice
+    params = _params(0)
+    optimizer = FusedAdam(params, lr=1e-2)
+    calls = []
+    local = optimizer.register_step_pre_hook(lambda opt, args, kwargs: calls.append("pre"))
+    global_ = register_optimizer_step_post_hook(lambda opt, args, kwargs: calls.append("post"))
+    try:
+        for _ in range(2):  # first step through Adam's own step, second through the kernel shortcut
+            for p in params:
+                p.grad = torch.ones_like(p)
+            optimizer.step()
+    finally:
+        local.remove()
+        global_.remove()
+    assert calls == ["pre", "post", "pre", "post"]
+    assert all(optimizer.state[p]["step"].item() == 2 for p in params)

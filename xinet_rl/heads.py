@@ -35,8 +35,12 @@ class GatedMLP(nn.Module):
             factor = self.gates[i].factor(z.shape[0], tape)
             if factor.requires_grad:  # ∂L/∂ξ = ∂L/∂h · relu(z), also where ξ = 0: mask after the ReLU
                 x = F.relu(z, inplace=True) * factor
-            else:  # relu(z)·m = relu(z·m) for m ≥ 0, with the same gradient for z; no new tensor
+            elif tape is None:  # mean mode: relu(z)·π = relu(z·π) for π ≥ 0, with the same gradient for z
                 x = F.relu(z.mul_(factor), inplace=True)
+            else:  # a 0/1 mask: ∂relu(z·ξ)/∂z = ξ·1[zξ > 0] = 1[relu(zξ) > 0], which ReLU's backward computes on
+                with torch.no_grad():  # its own, so autograd need not see (nor multiply back by) the mask. The
+                    z.mul_(factor)  # linear's backward does not read z.
+                x = F.relu(z, inplace=True)
         return x
 
 

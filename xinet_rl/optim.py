@@ -2,7 +2,8 @@
 
 Every gradient update steps three to five optimizers over a dozen small tensors each. ``torch.optim.Adam(fused=True)``
 runs one kernel per step, but around it spends about 80 µs per call on the CPU (option checks, regrouping the
-tensors by device and dtype) against about 110 µs in the kernel itself for the critics of a HalfCheetah model.
+tensors by device and dtype) against about 110 µs in the kernel itself for the critics of a HalfCheetah model, and
+torch's wrapper around every ``step`` (a profiler range and the step hooks) about 30 µs more.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
+from torch.optim import optimizer as torch_optimizer
 
 
 class FusedAdam(torch.optim.Adam):
@@ -18,26 +20,19 @@ class FusedAdam(torch.optim.Adam):
     parameter of a group on one device with one dtype, with a gradient and with state, float hyperparameters, no
     AMSGrad. Same kernel, same arguments, same state and ``state_dict``: the updates are those of Adam's own step bit
     for bit (``tests/test_optim.py``). Anything else (the first step, which creates the state; a closure; a tensor
-    learning rate) goes through Adam's own step."""
+    learning rate) goes through Adam's own step. torch's per-step wrapper (profiler range, step hooks) is only put
+    around the step while a step hook is registered."""
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(params, lr=lr, fused=True, **kwargs)
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        groups = None if closure is not None else [self._fast_lists(group) for group in self.param_groups]
-        if groups is None or any(lists is None for lists in groups):
-            return super().step(closure)
-        for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in zip(self.param_groups, groups):
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            torch._foreach_add_(steps, 1)
-            kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
-            kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
-                   beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
-                   grad_scale=None, found_inf=None)
-        return None
+        if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
+                or torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks):
+            return _STEP_WITH_HOOKS(self, closure)
+        return _step(self, closure)
+
+    step.hooked = True  # type: ignore[attr-defined]  # tells torch.optim not to wrap it (done above when needed)
 
     def _fast_lists(self, group: dict[str, Any]) -> tuple[list[Tensor], ...] | None:
         """The kernel's tensor lists for one group, or ``None`` where Adam's own step must run."""
@@ -59,5 +54,32 @@ class FusedAdam(torch.optim.Adam):
             return None
         return params, grads, exp_avgs, exp_avg_sqs, steps
 
+
+@torch.no_grad()
+def _step(optimizer: FusedAdam, closure: Callable[[], float] | None = None) -> float | None:
+    groups = None if closure is not None else [optimizer._fast_lists(group) for group in optimizer.param_groups]
+    if groups is None or any(lists is None for lists in groups):
+        return _adam_step(optimizer, closure)
+    for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in zip(optimizer.param_groups, groups):
+        if not params:
+            continue
+        beta1, beta2 = group["betas"]
+        torch._foreach_add_(steps, 1)
+        kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
+        kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
+               beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+               grad_scale=None, found_inf=None)
+    return None
+
+
+def _adam_step(optimizer: FusedAdam, closure: Callable[[], float] | None) -> float | None:
+    """Adam's own step without torch's wrapper (which building a plain ``Adam`` anywhere in the process puts on it)."""
+    adam_step = torch.optim.Adam.step
+    if getattr(adam_step, "hooked", False):
+        adam_step = adam_step.__wrapped__  # type: ignore[attr-defined]
+    return adam_step(optimizer, closure)
+
+
+_STEP_WITH_HOOKS = torch.optim.Optimizer.profile_hook_step(_step)
 
 __all__ = ["FusedAdam"]

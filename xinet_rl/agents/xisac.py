@@ -8,6 +8,7 @@ pruning check. Checkpoints (:meth:`XiSAC.save_checkpoint`) hold everything neede
 
 from __future__ import annotations
 
+import math
 import time
 import zipfile
 from collections import deque
@@ -113,7 +114,7 @@ class XiSAC(OffPolicyAlgorithm):
             losses = self._sac_update(batch_size, pi_grads if gate_step else None)
             if gate_step:  # gates: loss part / s_k plus α ∂C/∂π, one projected Adam step
                 self._gate_step(pi_grads)
-            self._check_finite(aux_loss, losses)
+            values = self._check_finite({"aux_loss": aux_loss, **losses})
             self._n_updates += 1
             self._note_update_time(time.perf_counter() - started)
             if (cfg.gated and cfg.prune and self._n_updates >= cfg.prune_start
@@ -121,9 +122,8 @@ class XiSAC(OffPolicyAlgorithm):
                 self.prune_check()
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/aux_loss", aux_loss.item())
-        for name, value in losses.items():
-            self.logger.record(f"train/{name}", value.item())
+        for name, value in values.items():
+            self.logger.record(f"train/{name}", value)
 
     def _sac_update(self, batch_size: int, pi_grads: dict[str, Tensor] | None) -> dict[str, Tensor]:
         """Critic, actor, temperature and target updates on one minibatch. OFENet is only read (mean mode, BN on
@@ -192,23 +192,23 @@ class XiSAC(OffPolicyAlgorithm):
         with torch.no_grad():
             online = [*p.critic1.parameters(), *p.critic2.parameters()]
             target = [*p.critic1_target.parameters(), *p.critic2_target.parameters()]
-            torch._foreach_mul_(target, 1 - self.tau)  # SB3's polyak_update, two operator calls for all tensors
-            torch._foreach_add_(target, online, alpha=self.tau)
+            torch._foreach_lerp_(target, online, self.tau)  # SB3's polyak_update in one pass over the tensors
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
                 "ent_coef_loss": ent_loss.detach(), "ent_coef": ent_coef}
 
-    def _check_finite(self, aux_loss: Tensor, losses: dict[str, Tensor]) -> None:
-        """Stop with a diagnosis on a non-finite loss (one host read per update) or gate parameter."""
-        values = torch.stack([aux_loss, losses["critic_loss"], losses["actor_loss"], losses["ent_coef"]])
-        if not bool(torch.isfinite(values).all()):
-            names = ["OFENet auxiliary loss", "critic loss", "actor loss", "entropy temperature"]
-            bad = [n for n, v in zip(names, values.tolist()) if not np.isfinite(v)]
+    def _check_finite(self, losses: dict[str, Tensor]) -> dict[str, float]:
+        """The losses as floats (one host read per update, also what is logged); stops with a diagnosis on a
+        non-finite loss or, every 100 updates, gate parameter."""
+        values = dict(zip(losses, torch.stack(list(losses.values())).tolist()))
+        bad = [_LOSS_NAMES.get(name, name) for name, value in values.items() if not math.isfinite(value)]
+        if bad:
             raise TrainingError(f"non-finite {', '.join(bad)} at step {self.num_timesteps} "
                                 f"(gradient update {self._n_updates})")
         if self.config.gated and self._n_updates % 100 == 0:
             for group, gate in self.policy.gates().items():
                 if not bool(torch.isfinite(gate.pi).all()):
                     raise TrainingError(f"non-finite gate parameter in layer {group} at step {self.num_timesteps}")
+        return values
 
     def _note_update_time(self, seconds: float) -> None:
         """Moving average of the wall time of one gradient update (reported after each pruning event)."""
@@ -304,6 +304,8 @@ class XiSAC(OffPolicyAlgorithm):
         """Sample-mode tapes for the given networks, every mask drawn in one Bernoulli call; ``joint`` gives one tape
         for all of them (OFENet's two blocks). Masks record gradients only for a gate step. An ungated model gets
         empty tapes."""
+        if not self.policy.gated:  # nothing to draw
+            return [MaskTape(replay=[]) for _ in range(1 if joint else len(networks))]
         gates = self.policy.gates()
         groups = [self._groups((n,)) for n in networks]
         tape = MaskTape.draw_all([gates[g].pi for gs in groups for g in gs], batch, self.mask_rng,
@@ -479,6 +481,10 @@ class XiSAC(OffPolicyAlgorithm):
             raise CheckpointError(f"{path}: does not match its model ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0][:120]})") from None
         return model, meta
+
+
+_LOSS_NAMES = {"aux_loss": "OFENet auxiliary loss", "critic_loss": "critic loss", "actor_loss": "actor loss",
+               "ent_coef_loss": "entropy temperature loss", "ent_coef": "entropy temperature"}
 
 
 def _space_to_json(space: spaces.Box) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from xinet_rl.config import ConfigError
 from xinet_rl.envs.make import EnvError
 from xinet_rl.guards import TrainingError
 from xinet_rl.io import ModelFileError
+from xinet_rl.memory import keep_freed_memory
 from xinet_rl.report.runs import RunError
 
 USER_ERRORS = (ConfigError, EnvError, ModelFileError, RunError)
@@ -27,6 +28,7 @@ def fail(prog: str, message: str, code: int = 2) -> NoReturn:
 
 
 def run_main(prog: str, body: Callable[[], int | None]) -> None:
+    keep_freed_memory()  # updates reuse their memory instead of faulting it in again (xinet_rl/memory.py)
     try:
         code = body()
     except USER_ERRORS + (UsageError,) as exc:
