@@ -91,7 +91,8 @@ def sb3_param_counts(model) -> dict[str, int]:
 
 class RecordPruning(BaseCallback):
     """Writes a ``prune`` row for every pruning event of the model as soon as it happens (events of the update that
-    follows a step are flushed before the next step, so before any checkpoint taken there)."""
+    follows a step are flushed before the next step, so before any checkpoint taken there, and those of the run's
+    last update when training ends)."""
 
     def __init__(self, table: EvaluationsCSV, written: int = 0) -> None:
         super().__init__()
@@ -109,6 +110,9 @@ class RecordPruning(BaseCallback):
     def _on_step(self) -> bool:
         self._flush()
         return True
+
+    def _on_training_end(self) -> None:
+        self._flush()
 
 
 class Evaluate(BaseCallback):
