@@ -23,6 +23,7 @@ import torch
 
 from xinet_rl import XiSAC
 from xinet_rl.envs import make_env
+from xinet_rl.memory import keep_freed_memory
 
 
 def tensor_bytes(model: XiSAC) -> int:
@@ -48,6 +49,7 @@ def resume_peak(checkpoint: Path, env_id: str, updates: int) -> int:
             f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
             "from memory_replay import peak_rss_bytes\n"
             "from xinet_rl import XiSAC\nfrom xinet_rl.envs import make_env\ntorch.set_num_threads(1)\n"
+            "from xinet_rl.memory import keep_freed_memory\nkeep_freed_memory()\n"
             f"model, _ = XiSAC.from_checkpoint({str(checkpoint)!r}, make_env({env_id!r}, seed=0), device='cpu')\n"
             f"model.learn({updates}, reset_num_timesteps=False)\n"
             "print(peak_rss_bytes())\n")
@@ -67,6 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     fill = args.fill or args.buffer
     torch.set_num_threads(1)
+    keep_freed_memory()  # as every xinet command does: the memory it keeps counts in the peak
     start_rss = peak_rss_bytes()
     started = time.perf_counter()
     model = XiSAC(make_env(args.env, seed=0), seed=0, device="cpu", buffer_size=args.buffer, learning_starts=fill,
