@@ -3,8 +3,9 @@
 An update allocates and frees tensors of up to a few MiB (the joint masks, DenseNet concatenations, the estimator
 passes). By default glibc serves a block above its mmap threshold with a fresh mapping and gives the top of the heap
 back to the kernel as soon as more than its trim threshold is free (both thresholds adapt to the largest freed block),
-so every update faults the same pages in again and the kernel zeroes them: about 150 page faults per update of the
-gated HalfCheetah model, none with the settings below (``docs/method.md``). The memory kept is what an update
+so updates fault the same pages in again and the kernel zeroes them: 34 to 347 page faults per update of the gated
+HalfCheetah model (the thresholds adapt to the allocation history, so it varies run by run), a handful with the
+settings below (``docs/method.md``). The memory kept is what an update
 already used at its peak, so the peak resident size does not grow.
 """
 
