@@ -6,14 +6,12 @@ import sys
 import pytest
 
 PROBE = """
-import ctypes, resource, sys, torch
+import resource, sys, torch
+from xinet_rl.memory import keep_freed_memory, set_malloc_thresholds
 if sys.argv[1] == "keep":
-    from xinet_rl.memory import keep_freed_memory
     assert keep_freed_memory()
 else:  # glibc's initial thresholds, pinned: its default adapts them to the allocation history, run by run
-    from xinet_rl.memory import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-    libc = ctypes.CDLL("libc.so.6")
-    assert libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024) and libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+    assert set_malloc_thresholds(128 * 1024, 128 * 1024)
 from xinet_rl import XiSAC
 from xinet_rl.envs import make_env
 torch.set_num_threads(1)

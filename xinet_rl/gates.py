@@ -118,6 +118,9 @@ def bernoulli_masks(pi: Tensor, batch: int, generator: MaskRandomness = None) ->
     return u.lt_(pi.detach())
 
 
+_GRID = 1 << 24  # uniforms on a grid of 2^-24, the resolution of a float32 torch.rand
+
+
 def _masks_from_bits(pi: Tensor, batch: int, bits: np.random.BitGenerator) -> Tensor:
     units = pi.shape[0]
     count = batch * units
@@ -125,9 +128,6 @@ def _masks_from_bits(pi: Tensor, batch: int, bits: np.random.BitGenerator) -> Te
     uniform = torch.from_numpy(words).view(batch, units).bitwise_and_(_GRID - 1)  # 24 random bits: 0 <= u < 2^24
     threshold = torch.round(pi.detach().to(torch.float64) * _GRID).to(torch.int32)  # P(u < t) = t / 2^24
     return torch.lt(uniform, threshold, out=torch.empty(batch, units, dtype=pi.dtype))
-
-
-_GRID = 1 << 24
 
 
 def _detached_cat(tensors: Sequence[Tensor]) -> Tensor:

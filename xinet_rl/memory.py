@@ -25,6 +25,11 @@ def keep_freed_memory(trim_threshold: int = 1 << 30) -> bool:
 
     Process-wide and idempotent; larger blocks (the replay buffer) are still mapped and unmapped on their own.
     Returns ``False`` and changes nothing where the C library is not glibc."""
+    return set_malloc_thresholds(MMAP_THRESHOLD_MAX, trim_threshold)
+
+
+def set_malloc_thresholds(mmap_threshold: int, trim_threshold: int) -> bool:
+    """Pin glibc's mmap and trim thresholds (which also stops their adaptation); ``False`` where there is no glibc."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -33,7 +38,7 @@ def keep_freed_memory(trim_threshold: int = 1 << 30) -> bool:
     except (OSError, AttributeError):  # musl and other C libraries have no mallopt
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
+    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
 
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["keep_freed_memory", "set_malloc_thresholds"]
