@@ -28,8 +28,8 @@ model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", learning
               buffer_size=5000, gated=variant == "xinet", prune_start=10**9)
 losses = []
 update = model._sac_update
-def recording(*args):
-    out = update(*args)
+def recording(*args, **kwargs):
+    out = update(*args, **kwargs)
     losses.append([float(v) for v in out.values()])
     return out
 model._sac_update = recording

@@ -76,3 +76,29 @@ def test_replay_file_reads_fields_into_the_buffer_storage(tmp_path):
         replay.read_into("rewards", np.zeros((100, 1), np.float32))
     with pytest.raises(ValueError, match="observations"):
         replay.read_into("observations", np.zeros((50, 1, 5), np.float32))
+
+
+@pytest.mark.parametrize("optimize_memory_usage", [False, True])
+def test_drawn_rows_gather_sb3s_batch(optimize_memory_usage):
+    """``draw_rows`` then ``gather`` (the CUDA graph's way, rows copied in before each replay) is ``sample``."""
+    obs_space = spaces.Box(-1, 1, (4,), np.float32)
+    act_space = spaces.Box(-1, 1, (2,), np.float32)
+    kwargs = dict(n_envs=2, optimize_memory_usage=optimize_memory_usage,
+                  handle_timeout_termination=not optimize_memory_usage)
+    ours, theirs = TensorReplayBuffer(30, obs_space, act_space, **kwargs), ReplayBuffer(30, obs_space, act_space, **kwargs)
+    rng = np.random.default_rng(1)
+    for step in range(45):
+        obs, next_obs = rng.normal(size=(2, 2, 4)).astype(np.float32)
+        action = rng.uniform(-1, 1, (2, 2)).astype(np.float32)
+        reward, done = rng.normal(size=2).astype(np.float32), rng.uniform(size=2) < 0.2
+        infos = [{"TimeLimit.truncated": bool(rng.uniform() < 0.5)} for _ in range(2)]
+        for buffer in (ours, theirs):
+            buffer.add(obs, next_obs, action, reward, done, infos)
+        if step in (5, 44):
+            np.random.seed(step)
+            a = ours.gather(torch.from_numpy(ours.draw_rows(16)))
+            np.random.seed(step)
+            b = theirs.sample(16)
+            for x, y in zip(a, b):
+                if y is not None:
+                    assert torch.equal(x, y)

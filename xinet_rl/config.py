@@ -55,6 +55,7 @@ class AgentConfig:
     prune_patience: int = 3  # consecutive checks at 0 before a unit is removed
     min_units: int = 1  # an MLP hidden layer keeps at least this many units
     prune: bool = True  # false: gates and regularizer without removing units
+    cuda_graph: bool = True  # on CUDA: each update is one replayed CUDA graph (xinet_rl/cuda_graph.py); false: eager
 
 
 @dataclass

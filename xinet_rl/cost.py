@@ -9,8 +9,9 @@ DenseNet includes every later layer, the other block, the auxiliary head and the
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -103,38 +104,72 @@ class CostRegularizer(nn.Module):
     def pi_grads(self, structure: Structure, pis: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``α ∂C/∂π_j``, recomputed from the current ``π`` (the per-unit coefficients the method sets itself)."""
         costs = self.unit_costs(structure, pis)
-        return {g: torch.full_like(pis[g], cost) for g, cost in costs.items()}
+        return {g: cost.to(pis[g].dtype).expand_as(pis[g]).clone() for g, cost in costs.items()}
 
-    def unit_costs(self, structure: Structure, pis: Mapping[str, Tensor]) -> dict[str, float]:
-        """``α ∂C/∂π_j`` for a unit of each group. ``C`` is multilinear in the group sums, so every unit of a group has
-        the same marginal cost; it is computed in closed form from the sums (one host read) instead of by autograd."""
+    def unit_costs(self, structure: Structure, pis: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``α ∂C/∂π_j`` for a unit of each group, as 0-dim float64 tensors on ``π``'s device. ``C`` is multilinear in
+        the group sums ``s``, so every unit of a group has the same marginal cost, affine in ``s``: ``a + M s``. The
+        map is built once per structure; what is left is two operator calls and no host read (a CUDA graph can
+        hold it)."""
         names = list(pis)
         if not names:
             return {}
+        first = pis[names[0]]
+        offsets, matrix = self._affine_map(structure, tuple(names), first.device)
         with torch.no_grad():  # π >= 0, so the 1-norm is the sum: one operator call for every group
-            sums = dict(zip(names, torch.stack(torch._foreach_norm([pis[g] for g in names], 1)).tolist()))
-        train = marginal_costs(structure, sums)
-        deploy = marginal_costs(structure, sums, deploy_only=True)
-        w_train = self.alpha * (1 - self.beta) / float(self.train0)
-        w_deploy = self.alpha * self.beta / float(self.deploy0)
-        return {g: w_train * train.get(g, 0.0) + w_deploy * deploy.get(g, 0.0) for g in names}
+            sums = torch.stack(torch._foreach_norm([pis[g] for g in names], 1)).to(torch.float64)
+            # elementwise, not a matrix product: these few hundred FLOPs are not the model's (FlopCounterMode)
+            costs = (offsets + (matrix * sums).sum(-1)).sum(0)
+        return dict(zip(names, costs.unbind()))
+
+    def _affine_map(self, structure: Structure, names: tuple[str, ...], device: torch.device
+                    ) -> tuple[Tensor, Tensor]:
+        """``(a, M)`` of :func:`marginal_cost_map` for the training and the deployed cost, each scaled by its weight
+        ``α(1−β)/C_train,0`` or ``αβ/C_deploy,0`` and stacked, on ``device``. Cached for the structure (a pruned
+        model has a new one; the entry keeps it alive, so its ``id`` is not reused) and until ``C_0`` is loaded."""
+        key = (id(structure), names, str(device))
+        cached = self.__dict__.get("_map_cache")
+        if cached is None or cached[0] != key:
+            weights = np.array([self.alpha * (1 - self.beta) / float(self.train0),
+                                self.alpha * self.beta / float(self.deploy0)])
+            maps = [marginal_cost_map(structure, names, deploy_only=d) for d in (False, True)]
+            offsets = np.stack([a for a, _ in maps]) * weights[:, None]
+            matrix = np.stack([m for _, m in maps]) * weights[:, None, None]
+            self._map_cache = (key, structure, torch.tensor(offsets, dtype=torch.float64, device=device),
+                               torch.tensor(matrix, dtype=torch.float64, device=device))
+            cached = self._map_cache
+        return cached[2], cached[3]
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self.__dict__.pop("_map_cache", None)  # C_0 may change
+        super()._load_from_state_dict(*args, **kwargs)
 
 
-def marginal_costs(structure: Structure, sums: Mapping[str, float], deploy_only: bool = False) -> dict[str, float]:
-    """``∂C/∂π_j`` for a unit of each gated group: its fan-in (plus bias or BN) in its own layer, plus the expected
-    width of every layer that reads its group."""
-    out: dict[str, float] = {}
+def marginal_cost_map(structure: Structure, names: Sequence[str], deploy_only: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``∂C/∂π_j = a_g + Σ_h M_gh s_h`` for a unit of group ``g = names[i]``, ``s_h`` the expected width of gated
+    group ``h`` (its fan-in plus bias or BN in its own layer, plus the width of every layer that reads its group)."""
+    index = {g: i for i, g in enumerate(names)}
+    offsets, matrix = np.zeros(len(names)), np.zeros((len(names), len(names)))
     for layer in structure.layers:
         if deploy_only and not layer.deploy:
             continue
-        fan_in = sum(sums.get(g, structure.groups[g]) for g in layer.inputs)
-        width = sums.get(layer.out, structure.groups[layer.out]) if layer.out is not None else layer.out_dim
-        if layer.out is not None:
-            out[layer.out] = out.get(layer.out, 0.0) + fan_in + (2 if layer.batchnorm else 1)
+        if layer.out in index:
+            row = index[layer.out]
+            offsets[row] += 2 if layer.batchnorm else 1
+            for g in layer.inputs:
+                if g in index:
+                    matrix[row, index[g]] += 1
+                else:
+                    offsets[row] += structure.groups[g]
+        width = structure.groups[layer.out] if layer.out is not None else layer.out_dim
         for g in layer.inputs:
-            if g in sums:
-                out[g] = out.get(g, 0.0) + width
-    return out
+            if g in index:
+                if layer.out in index:
+                    matrix[index[g], index[layer.out]] += 1
+                else:
+                    offsets[index[g]] += width
+    return offsets, matrix
 
 
 class LossScale(nn.Module):
@@ -149,10 +184,10 @@ class LossScale(nn.Module):
 
     @torch.no_grad()
     def update(self, magnitude: Tensor) -> Tensor:
+        """Fold in one value and return the scale. Branch-free (no host read of ``count``), so a CUDA graph can hold
+        it; the same arithmetic as ``value = decay·value + (1−decay)·m``, started at the first ``m``."""
         magnitude = magnitude.detach().float().clamp_min(1e-8)
-        if int(self.count) == 0:
-            self.value.copy_(magnitude)
-        else:
-            self.value.mul_(self.decay).add_((1 - self.decay) * magnitude)
+        running = self.value * self.decay + (1 - self.decay) * magnitude
+        self.value.copy_(torch.where(self.count == 0, magnitude, running))
         self.count += 1
         return self.value

@@ -17,6 +17,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
 from xinet_rl.cost import CostRegularizer, LossScale, expected_flops, expected_params, update_flops
+from xinet_rl.cuda_graph import GraphedAct
 from xinet_rl.gates import Gate
 from xinet_rl.heads import Actor, Critic
 from xinet_rl.ofenet import OFENet
@@ -51,6 +52,7 @@ class XiPolicy(BasePolicy):
         super().__init__(observation_space, action_space, squash_output=True)
         self._widths = Widths.from_dict(widths)
         self._cache: dict[str, Any] = {}
+        self.graphed_act: GraphedAct | None = None  # set by the agent (use_cuda_graphs)
         self.gated = gated
         self.pi_init = pi_init
         self.hparams = dict(pi_lr=pi_lr, ofenet_lr=ofenet_lr, lr=lr_schedule(1))
@@ -186,10 +188,19 @@ class XiPolicy(BasePolicy):
 
     # ----- acting --------------------------------------------------------------------------------------------------
     def _predict(self, observation: Tensor, deterministic: bool = False) -> Tensor:
+        if self.graphed_act is not None and observation.is_cuda and not torch.is_grad_enabled():
+            return self.graphed_act(observation, deterministic)
+        return self._act(observation, deterministic)
+
+    def _act(self, observation: Tensor, deterministic: bool) -> Tensor:
         z_s = self.ofenet.z_s(observation)
         if deterministic:
             return self.actor.deterministic(z_s)
         return self.actor.act(z_s)
+
+    def use_cuda_graphs(self, enabled: bool) -> None:
+        """Act through CUDA graphs (:class:`~xinet_rl.cuda_graph.GraphedAct`) when observations are on a GPU."""
+        self.graphed_act = GraphedAct(self, self._act) if enabled else None
 
     def forward(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         return self._predict(obs, deterministic)

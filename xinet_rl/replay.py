@@ -61,24 +61,43 @@ class TensorReplayBuffer(ReplayBuffer):
                     tensor[row * self.n_envs:(row + 1) * self.n_envs].copy_(
                         torch.from_numpy(getattr(self, key)[row]).reshape(self.n_envs, -1), non_blocking=True)
 
+    def draw_rows(self, batch_size: int) -> np.ndarray:
+        """SB3's random numbers for one batch, as storage rows: a ``(2, batch_size)`` int64 array of the rows of the
+        observations and of the next observations (the same rows where next observations are stored). What
+        :meth:`sample` gathers; a CUDA graph of the update copies it in and gathers on the device."""
+        if not self.optimize_memory_usage:
+            upper = self.buffer_size if self.full else self.pos
+            batch_inds = np.random.randint(0, upper, size=batch_size)
+        elif self.full:  # SB3: never the row at ``pos``, whose next observation is not written yet
+            batch_inds = (np.random.randint(1, self.buffer_size, size=batch_size) + self.pos) % self.buffer_size
+        else:
+            batch_inds = np.random.randint(0, self.pos, size=batch_size)
+        return self._rows(batch_inds)
+
+    def _rows(self, batch_inds: np.ndarray) -> np.ndarray:
+        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))  # SB3's draw, kept for its RNG
+        rows = batch_inds * self.n_envs + env_indices
+        next_rows = ((batch_inds + 1) % self.buffer_size) * self.n_envs + env_indices if self.optimize_memory_usage \
+            else rows
+        return np.stack([rows, next_rows]).astype(np.int64)
+
+    def gather(self, rows: torch.Tensor) -> ReplayBufferSamples:
+        """The batch at the rows given by :meth:`draw_rows` (a tensor on the buffer's device)."""
+        t = self.tensors()
+        obs_rows, next_rows = rows[0], rows[1]
+        next_source = t["observations"] if self.optimize_memory_usage else t["next_observations"]
+        dones = t["dones"].index_select(0, obs_rows)
+        if "timeouts" in t and self.handle_timeout_termination:
+            dones = dones * (1 - t["timeouts"].index_select(0, obs_rows))
+        obs_shape = (-1, *self.obs_shape)
+        return ReplayBufferSamples(t["observations"].index_select(0, obs_rows).reshape(obs_shape),
+                                   t["actions"].index_select(0, obs_rows),
+                                   next_source.index_select(0, next_rows).reshape(obs_shape), dones,
+                                   t["rewards"].index_select(0, obs_rows))
+
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
         if env is not None:  # normalisation is numpy code in SB3: keep its path
             return super()._get_samples(batch_inds, env)
-        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))  # SB3's draw, kept for its RNG
-        t = self.tensors()
-        rows = torch.from_numpy(batch_inds * self.n_envs + env_indices).to(self.device, non_blocking=True)
-        if self.optimize_memory_usage:
-            next_rows = torch.from_numpy(((batch_inds + 1) % self.buffer_size) * self.n_envs + env_indices)
-            next_obs = t["observations"].index_select(0, next_rows.to(self.device, non_blocking=True))
-        else:
-            next_obs = t["next_observations"].index_select(0, rows)
-        dones = t["dones"].index_select(0, rows)
-        if "timeouts" in t and self.handle_timeout_termination:
-            dones = dones * (1 - t["timeouts"].index_select(0, rows))
-        obs_shape = (-1, *self.obs_shape)
-        return ReplayBufferSamples(t["observations"].index_select(0, rows).reshape(obs_shape),
-                                   t["actions"].index_select(0, rows), next_obs.reshape(obs_shape), dones,
-                                   t["rewards"].index_select(0, rows))
-
+        return self.gather(torch.from_numpy(self._rows(batch_inds)).to(self.device, non_blocking=True))
 
 __all__ = ["REPLAY_FIELDS", "TensorReplayBuffer"]

@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.type_aliases import GymEnv
+from stable_baselines3.common.type_aliases import GymEnv, ReplayBufferSamples
 from torch import Tensor
 
 from xinet_rl.checkpoint import (CheckpointError, env_state, read_checkpoint, rng_state, set_env_state, set_rng_state,
                                  write_checkpoint)
 from xinet_rl.config import AgentConfig, agent_kwargs
+from xinet_rl.cuda_graph import GraphedUpdate
 from xinet_rl.gates import MaskRandomness, MaskTape, curvature_corrected, flip_difference, straight_through
 from xinet_rl.guards import TrainingError
 from xinet_rl.io import ModelFileError, read_model_file, write_model_file
@@ -65,6 +66,7 @@ class XiSAC(OffPolicyAlgorithm):
         self._widths = widths
         self.prune_events: list[dict[str, Any]] = []
         self.update_seconds: float | None = None
+        self.graphed: GraphedUpdate | None = None  # made on the first CUDA update (see _graphed_update)
         spec = getattr(getattr(self.env, "envs", [None])[0], "spec", None) if self.env is not None else None
         self.env_id: str | None = spec.id if spec is not None else None
         if _init_setup_model:
@@ -90,6 +92,7 @@ class XiSAC(OffPolicyAlgorithm):
                                   deploy_cost_mix=cfg.deploy_cost_mix, loss_scale_decay=cfg.loss_scale_decay,
                                   ent_coef_init=cfg.ent_coef_init)
         super()._setup_model()
+        self.policy.use_cuda_graphs(self.device.type == "cuda" and cfg.cuda_graph)
         self.target_entropy = -float(np.prod(self.action_space.shape))
         seed = 0 if self.seed is None else int(self.seed) + 7919
         self.gate_rng = torch.Generator(device=self.device)  # estimator draws (probes, flips)
@@ -105,16 +108,17 @@ class XiSAC(OffPolicyAlgorithm):
         while has_ofenet and int(p.pretrain_done) < cfg.ofenet_pretrain_steps:  # once, before any SAC update
             self._ofenet_update(batch_size, update_gates=cfg.gated)
             p.pretrain_done += 1
+        values = None
         for _ in range(gradient_steps):
             started = time.perf_counter()
             gate_step = cfg.gated and self._n_updates % cfg.pi_update_every == 0
-            pi_grads: dict[str, Tensor] = {}
-            aux_loss = (self._ofenet_update(batch_size, update_gates=False, pi_grads=pi_grads if gate_step else None)
-                        if has_ofenet else torch.zeros((), device=self.device))
-            losses = self._sac_update(batch_size, pi_grads if gate_step else None)
-            if gate_step:  # gates: loss part / s_k plus α ∂C/∂π, one projected Adam step
-                self._gate_step(pi_grads)
-            values = self._check_finite({"aux_loss": aux_loss, **losses})
+            graphed = self._graphed_update(batch_size)
+            if graphed is None:
+                values = self._check_finite(self._update(batch_size, gate_step))
+            else:  # one replayed graph; its losses are read (and checked) every check_every updates
+                graphed.step(gate_step)
+                if self._n_updates % self.check_every == 0:
+                    values = self._check_finite(*graphed.read())
             self._n_updates += 1
             self._note_update_time(time.perf_counter() - started)
             if (cfg.gated and cfg.prune and self._n_updates >= cfg.prune_start
@@ -122,15 +126,52 @@ class XiSAC(OffPolicyAlgorithm):
                 self.prune_check()
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for name, value in values.items():
+        for name, value in (values or {}).items():
             self.logger.record(f"train/{name}", value)
 
-    def _sac_update(self, batch_size: int, pi_grads: dict[str, Tensor] | None) -> dict[str, Tensor]:
-        """Critic, actor, temperature and target updates on one minibatch. OFENet is only read (mean mode, BN on
-        running statistics); with ``pi_grads`` the actor's and critics' gate gradients are collected into it."""
+    check_every = 100
+    """Updates between reads of the losses of a CUDA-graphed update (and between finiteness checks of the gate
+    parameters): a read waits for the GPU. A non-finite loss at any update is still reported, at the next read."""
+
+    def _graphed_update(self, batch_size: int) -> GraphedUpdate | None:
+        """The CUDA-graphed update in use, or ``None`` for the eager one (CPU, ``cuda_graph=False``, or
+        ``VecNormalize``, whose numpy normalisation of sampled batches cannot be captured)."""
+        if self.device.type != "cuda" or not self.config.cuda_graph or self._vec_normalize_env is not None:
+            return None
+        if self.graphed is None or self.graphed.batch_size != batch_size:
+            self.graphed = GraphedUpdate(self, batch_size)
+        return self.graphed
+
+    def _update(self, batch_size: int, gate_step: bool, rows: Tensor | None = None) -> dict[str, Tensor]:
+        """One gradient update, tensor work only (no host read, so a CUDA graph can hold it): OFENet auxiliary step,
+        SAC step, and with ``gate_step`` the joint gate step. Returns the losses (in :data:`xinet_rl.cuda_graph.LOSS_NAMES` order).
+
+        ``rows`` holds the storage rows of the auxiliary and SAC minibatches (:meth:`TensorReplayBuffer.draw_rows`),
+        given by a CUDA graph; without it both are sampled here, in the same order."""
+        p = self.policy
+        has_ofenet = p.ofenet_optimizer is not None
+        if rows is None:
+            batches = [self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+                       for _ in range(2 if has_ofenet else 1)]
+        else:
+            batches = [self.replay_buffer.gather(r) for r in rows]
+        pi_grads: dict[str, Tensor] | None = {} if gate_step else None
+        aux_loss = (self._ofenet_update(batch_size, update_gates=False, pi_grads=pi_grads, data=batches[0])
+                    if has_ofenet else torch.zeros((), device=self.device))
+        losses = self._sac_update(batch_size, pi_grads, data=batches[-1])
+        if pi_grads is not None:  # gates: loss part / s_k plus α ∂C/∂π, one projected Adam step
+            self._gate_step(pi_grads)
+        return {"aux_loss": aux_loss, **losses}
+
+    def _sac_update(self, batch_size: int, pi_grads: dict[str, Tensor] | None,
+                    data: ReplayBufferSamples | None = None) -> dict[str, Tensor]:
+        """Critic, actor, temperature and target updates on one minibatch (``data``, or one sampled here). OFENet is
+        only read (mean mode, BN on running statistics); with ``pi_grads`` the actor's and critics' gate gradients
+        are collected into it."""
         p = self.policy
         gate_step = pi_grads is not None
-        data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+        if data is None:
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
         ent_coef = p.log_ent_coef.detach().exp()
 
         # Features in mean mode with BN on running statistics; RL losses never step OFENet. Observations and next
@@ -196,15 +237,21 @@ class XiSAC(OffPolicyAlgorithm):
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
                 "ent_coef_loss": ent_loss.detach(), "ent_coef": ent_coef}
 
-    def _check_finite(self, losses: dict[str, Tensor]) -> dict[str, float]:
+    def _check_finite(self, losses: dict[str, Tensor] | dict[str, float], went_bad: list[str] | None = None
+                      ) -> dict[str, float]:
         """The losses as floats (one host read per update, also what is logged); stops with a diagnosis on a
-        non-finite loss or, every 100 updates, gate parameter."""
-        values = dict(zip(losses, torch.stack(list(losses.values())).tolist()))
-        bad = [_LOSS_NAMES.get(name, name) for name, value in values.items() if not math.isfinite(value)]
+        non-finite loss (or one in ``went_bad``: non-finite at some update since the last read) or, every
+        :attr:`check_every` updates, gate parameter."""
+        if losses and isinstance(next(iter(losses.values())), Tensor):
+            values = dict(zip(losses, torch.stack(list(losses.values())).tolist()))
+        else:
+            values = dict(losses)
+        bad = [name for name, value in values.items() if not math.isfinite(value) or name in (went_bad or [])]
         if bad:
-            raise TrainingError(f"non-finite {', '.join(bad)} at step {self.num_timesteps} "
-                                f"(gradient update {self._n_updates})")
-        if self.config.gated and self._n_updates % 100 == 0:
+            since = "" if went_bad is None else f", or at an update since update {self._n_updates - self.check_every}"
+            raise TrainingError(f"non-finite {', '.join(_LOSS_NAMES.get(name, name) for name in bad)} at step "
+                                f"{self.num_timesteps} (gradient update {self._n_updates}{since})")
+        if self.config.gated and self._n_updates % self.check_every == 0:
             for group, gate in self.policy.gates().items():
                 if not bool(torch.isfinite(gate.pi).all()):
                     raise TrainingError(f"non-finite gate parameter in layer {group} at step {self.num_timesteps}")
@@ -249,14 +296,17 @@ class XiSAC(OffPolicyAlgorithm):
                 self.logger.record(f"widths/{network}/{i}", width)
         self.logger.dump(self.num_timesteps)
 
-    def _ofenet_update(self, batch_size: int, update_gates: bool, pi_grads: dict[str, Tensor] | None = None) -> Tensor:
-        """One auxiliary (next-observation MSE) step on OFENet weights, BN on batch statistics.
+    def _ofenet_update(self, batch_size: int, update_gates: bool, pi_grads: dict[str, Tensor] | None = None,
+                       data: ReplayBufferSamples | None = None) -> Tensor:
+        """One auxiliary (next-observation MSE) step on OFENet weights, BN on batch statistics, on ``data`` (or a
+        minibatch sampled here).
 
         With ``update_gates`` the gate step is taken here (pre-training); with ``pi_grads`` the OFENet part of the gate
         gradient is collected for the joint gate step.
         """
         p = self.policy
-        data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+        if data is None:
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
         target = data.next_observations[:, : p.widths.aux_dim]
         want_gates = self.config.gated and (update_gates or pi_grads is not None)
         (tape,) = self._tapes(batch_size, "state", "state_action", joint=True, gate_step=want_gates)

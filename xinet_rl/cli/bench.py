@@ -63,8 +63,10 @@ def steps_per_second(model, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def xisac(env_id: str, variant: str, fill: int, keep: float = 1.0, device: str | torch.device = "cpu") -> XiSAC:
-    model = XiSAC(make_env(env_id, seed=0), seed=0, device=device, **agent_kwargs(_config(env_id, variant, fill)))
+def xisac(env_id: str, variant: str, fill: int, keep: float = 1.0, device: str | torch.device = "cpu",
+          **overrides) -> XiSAC:
+    model = XiSAC(make_env(env_id, seed=0), seed=0, device=device,
+                  **{**agent_kwargs(_config(env_id, variant, fill)), **overrides})
     if keep < 1.0:
         prune_to_fraction(model.policy, keep)
     return model
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
                   "xinet": xisac(args.env, "xinet", fill, device=device),
                   "xinet 50% removed": xisac(args.env, "xinet", fill, 0.5, device),
                   "xinet 75% removed": xisac(args.env, "xinet", fill, 0.25, device)}
+        if device.type == "cuda":  # what the CUDA graphs buy
+            models["xinet eager"] = xisac(args.env, "xinet", fill, device=device, cuda_graph=False)
         for model in models.values():
             warm_up(model, warmup, fill)
         rates: dict[str, list[float]] = {name: [] for name in models}
@@ -117,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
 
         rows["XiSAC sac"]["vs_sb3"] = ratio("XiSAC sac", "sb3 SAC")
         rows["xinet"]["gating_overhead"] = ratio("unpruned", "xinet")
+        rows["xinet"]["vs_sb3"] = ratio("xinet", "sb3 SAC")
+        if "xinet eager" in rows:
+            rows["xinet eager"]["graph_speedup"] = ratio("xinet", "xinet eager")
         for name in ("xinet 50% removed", "xinet 75% removed"):
             speedup = ratio(name, "xinet")
             flop_ratio = rows["xinet"]["flops_update"] / rows[name]["flops_update"]
@@ -149,8 +156,11 @@ def main(argv: list[str] | None = None) -> None:
             note = ""
             if "vs_sb3" in row:
                 note = f"{row['vs_sb3']:.2f}x sb3 SAC"
-            elif "gating_overhead" in row:
-                note = f"gating overhead {row['gating_overhead']:.2f}x (unpruned / gated time)"
+            if "gating_overhead" in row:
+                note = (f"gating overhead {row['gating_overhead']:.2f}x (unpruned / gated time), "
+                        f"{row['vs_sb3']:.2f}x sb3 SAC")
+            elif "graph_speedup" in row:
+                note = f"CUDA graphs: gated {row['graph_speedup']:.2f}x faster than this eager update"
             elif "efficiency" in row:
                 note = (f"speed-up {row['speedup_vs_gated']:.2f}x over gated ({row['speedup_vs_unpruned']:.2f}x over "
                         f"unpruned), FLOP ratio {row['flop_ratio']:.2f}x, efficiency {row['efficiency']:.2f}")

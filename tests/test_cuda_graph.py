@@ -1,0 +1,98 @@
+"""What the CUDA-graphed update relies on, checked where CI runs (no GPU): the update given replay rows is the sampled
+update bit for bit, it never reads the host (capture would fail), and the graphed path is off on the CPU."""
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from xinet_rl import XiSAC
+from xinet_rl.cuda_graph import LOSS_NAMES, GraphedUpdate
+from xinet_rl.envs import make_env
+from xinet_rl.guards import TrainingError
+
+SMALL = dict(ofenet_layers=2, ofenet_units=8, actor_widths=[32, 32], critic_widths=[32, 32], learning_starts=200,
+             ofenet_pretrain_steps=5, batch_size=32, buffer_size=2000, pi_init=0.9, prune_start=10**9)
+
+
+def _model(**overrides) -> XiSAC:
+    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", **{**SMALL, **overrides})
+    model.learn(250)  # random steps, pre-training, some updates
+    return model
+
+
+def _state(model: XiSAC) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.policy.state_dict().items()}
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(gated=False), dict(ofenet_layers=0), dict(optimize_memory_usage=True)])
+def test_update_from_given_rows_is_the_sampled_update(variant):
+    """The graph copies SB3's rows in and gathers on the device; ``_update`` sampling them itself gives the same
+    losses and the same model, bit for bit, with and without the gate step."""
+    sampled, given = _model(**variant), _model(**variant)
+    has_ofenet = sampled.policy.ofenet_optimizer is not None
+    for step, gate_step in enumerate([True, False, False, True]):
+        gate_step = gate_step and sampled.config.gated
+        np.random.seed(100 + step)
+        torch.manual_seed(step)  # the actor's noise (both models share torch's global generator)
+        a = sampled._update(32, gate_step)
+        np.random.seed(100 + step)
+        torch.manual_seed(step)
+        rows = np.stack([given.replay_buffer.draw_rows(32) for _ in range(2 if has_ofenet else 1)])
+        b = given._update(32, gate_step, rows=torch.from_numpy(rows))
+        assert list(a) == list(b) == list(LOSS_NAMES)
+        for name in LOSS_NAMES:
+            assert torch.equal(a[name], b[name]), (step, name)
+    for (key, x), y in zip(_state(sampled).items(), _state(given).values()):
+        assert torch.equal(x, y), key
+
+
+class _NoHostReads(TorchDispatchMode):
+    """Fails on any operator that reads a tensor's value on the host (``item``, ``bool(t)``, ``nonzero``...)."""
+
+    forbidden = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "repeat_interleave"}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split(".")[0]
+        if name in self.forbidden:
+            raise AssertionError(f"host read in the update: {func}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_update_never_reads_the_host(monkeypatch):
+    """Capture would fail on a host read. On the CPU the masks come from numpy, so the CUDA mask path (torch's
+    generator) is switched on here; ``tolist`` and ``numpy`` do not pass through the dispatcher, so they are
+    trapped directly."""
+    model = _model()
+    model.mask_rng = model.gate_rng
+    rows = torch.from_numpy(np.stack([model.replay_buffer.draw_rows(32) for _ in range(2)]))
+
+    def trap(*args, **kwargs):
+        raise AssertionError("host read in the update")
+
+    monkeypatch.setattr(torch.Tensor, "tolist", trap)
+    monkeypatch.setattr(torch.Tensor, "numpy", trap)
+    with _NoHostReads():
+        for gate_step in (True, False):
+            model._update(32, gate_step, rows=rows)
+    monkeypatch.undo()
+    with pytest.raises(AssertionError, match="host read"), _NoHostReads():  # the trap itself works
+        float(model._update(32, False, rows=rows)["critic_loss"])
+
+
+def test_graphed_update_is_off_on_the_cpu():
+    model = _model(cuda_graph=True)
+    assert model._graphed_update(32) is None and model.graphed is None
+    assert model.policy.graphed_act is None
+    with pytest.raises(ValueError, match="CUDA"):
+        GraphedUpdate(model, 32)
+
+
+def test_non_finite_loss_between_reads_is_reported():
+    """A graphed update reads its losses every ``check_every`` updates; a loss that was non-finite at any update
+    in between is still named."""
+    model = _model()
+    values = {name: 1.0 for name in LOSS_NAMES}
+    assert model._check_finite(values, []) == values
+    with pytest.raises(TrainingError, match="non-finite actor loss .* or at an update since"):
+        model._check_finite(values, ["actor_loss"])

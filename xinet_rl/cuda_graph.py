@@ -1,0 +1,168 @@
+"""The gradient update captured as CUDA graphs: one launch per update instead of about a thousand kernel launches.
+
+On a GPU the update of these small networks is bound by launching kernels, not by arithmetic: stable-baselines3's SAC
+runs about 85 updates/s on an H100, a bare SAC update captured in one graph about 1,000 (``REFERENCE.md``).
+:class:`GraphedUpdate` captures :meth:`XiSAC._update <xinet_rl.agents.xisac.XiSAC._update>` (OFENet auxiliary step,
+critics, actor, temperature, targets, and the gate step with its estimators and cost gradient) once with and once
+without the gate step, and replays it with fresh replay rows copied in before each replay. It captures again when the
+model's structure changes (each pruning event replaces the tensors) or the replay storage is remade (a restored
+checkpoint).
+
+What the captured work may not do is read the host. The replay rows come from SB3's random numbers on the host (the
+same batches as the eager update) through a pinned buffer; masks, probes and flips come from the agent's gate
+generator, registered with every graph; loss scales and the cost gradient are branch-free tensor code; and the losses
+are copied into a persistent tensor with a sticky non-finite flag, which the agent reads every
+``XiSAC.check_every`` updates instead of after each one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from xinet_rl.agents.xisac import XiSAC
+    from xinet_rl.policy import XiPolicy
+
+LOSS_NAMES = ("aux_loss", "critic_loss", "actor_loss", "ent_coef_loss", "ent_coef")
+"""What :meth:`XiSAC._update` returns, in order: the entries of :attr:`GraphedUpdate.losses`."""
+
+
+class GraphedUpdate:
+    """Replays captured CUDA graphs of ``model._update`` (see the module docstring).
+
+    :param model: an :class:`~xinet_rl.agents.xisac.XiSAC` on a CUDA device, without ``VecNormalize``.
+    :param batch_size: rows per minibatch, fixed in the graphs.
+    """
+
+    warmup = 2
+    """Eager updates of each kind (with and without gate step) on the capture stream before it is captured, after
+    every reset: the libraries' handles and workspaces are made there, outside the capture. Real updates, each run
+    once, so capturing changes no training step."""
+
+    def __init__(self, model: "XiSAC", batch_size: int) -> None:
+        if model.device.type != "cuda":
+            raise ValueError(f"GraphedUpdate needs a CUDA model, got device {model.device}")
+        self.model, self.batch_size = model, int(batch_size)
+        device = model.device
+        self.n_batches = 2 if model.policy.ofenet_optimizer is not None else 1  # auxiliary and SAC minibatches
+        self.rows = torch.zeros((self.n_batches, 2, self.batch_size), dtype=torch.long, device=device)
+        self._host_rows = torch.zeros(self.rows.shape, dtype=torch.long).pin_memory()
+        self._rows_copied = torch.cuda.Event()
+        self.losses = torch.zeros(len(LOSS_NAMES), device=device)
+        self.nonfinite = torch.zeros(len(LOSS_NAMES), dtype=torch.bool, device=device)
+        self._stream = torch.cuda.Stream(device)
+        self.captures = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop the graphs (and their memory pool); the next updates run eagerly, then are captured again."""
+        self._graphs: dict[bool, torch.cuda.CUDAGraph] = {}
+        self._eager_runs = {False: 0, True: 0}
+        self._pool = None
+        self._captured_for: tuple[object, ...] = ()
+
+    def step(self, gate_step: bool) -> None:
+        """One gradient update: replay the graph of this kind, or run eagerly while warming up."""
+        model = self.model
+        live = (model.policy.structure(), model.replay_buffer.tensors())
+        if len(live) != len(self._captured_for) or any(a is not b for a, b in zip(live, self._captured_for)):
+            self.reset()
+            self._captured_for = live
+        self._rows_copied.synchronize()  # the pinned buffer is free once the previous rows reached the device
+        for i in range(self.n_batches):  # SB3's random numbers, in the eager update's order (auxiliary batch first)
+            self._host_rows[i].copy_(torch.from_numpy(model.replay_buffer.draw_rows(self.batch_size)))
+        self.rows.copy_(self._host_rows, non_blocking=True)
+        self._rows_copied.record()
+        graph = self._graphs.get(gate_step)
+        if graph is None and self._eager_runs[gate_step] >= self.warmup:
+            graph = self._capture(gate_step)
+        if graph is None:
+            self._stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self._stream):
+                self._body(gate_step)
+            torch.cuda.current_stream().wait_stream(self._stream)
+            self._eager_runs[gate_step] += 1
+        else:
+            graph.replay()
+
+    def read(self) -> tuple[dict[str, float], list[str]]:
+        """The latest update's losses, and the names of those that were non-finite at any update since the last
+        read (one host read)."""
+        values = torch.cat([self.losses, self.nonfinite.float()]).tolist()
+        self.nonfinite.zero_()
+        count = len(LOSS_NAMES)
+        return dict(zip(LOSS_NAMES, values[:count])), [n for n, bad in zip(LOSS_NAMES, values[count:]) if bad]
+
+    def _body(self, gate_step: bool) -> None:
+        losses = self.model._update(self.batch_size, gate_step, rows=self.rows)
+        stacked = torch.stack([losses[name] for name in LOSS_NAMES])
+        self.losses.copy_(stacked)
+        self.nonfinite.logical_or_(torch.isfinite(stacked).logical_not_())
+
+    def _capture(self, gate_step: bool) -> torch.cuda.CUDAGraph:
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(self.model.gate_rng)  # masks, probes and flips; the default one is implicit
+        with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
+            self._body(gate_step)
+        self._pool = graph.pool()  # both kinds share one pool: they never run at the same time
+        self._graphs[gate_step] = graph
+        self.captures += 1
+        return graph
+
+
+class GraphedAct:
+    """Action selection as CUDA graphs, one per observation shape and mode (stochastic or deterministic): each
+    environment step replays one graph (the OFENet state block and the actor, some 50 kernels) instead of launching
+    every kernel from Python; the action's copy to the host is the step's only round trip.
+
+    :param policy: the :class:`~xinet_rl.policy.XiPolicy` whose ``_act`` is captured.
+    """
+
+    warmup = 2
+    """Eager calls per shape and mode before its capture (real calls: their actions are returned)."""
+
+    def __init__(self, policy: "XiPolicy", act: Callable[[Tensor, bool], Tensor]) -> None:
+        self.policy, self._act = policy, act
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
+        self._eager_runs: dict[tuple, int] = {}
+        self._captured_for: tuple[object, int] | None = None
+        self._stream: torch.cuda.Stream | None = None
+
+    def __call__(self, obs: Tensor, deterministic: bool) -> Tensor:
+        """The action for ``obs`` (no gradient), as ``act(obs, deterministic)`` computes it."""
+        live = (self.policy.structure(), self.policy.actor.mu.weight.data_ptr())  # pruned, or moved
+        if self._captured_for is None or live[0] is not self._captured_for[0] or live[1] != self._captured_for[1]:
+            self._graphs.clear()
+            self._eager_runs.clear()
+            self._captured_for = live
+        key = (tuple(obs.shape), obs.dtype, bool(deterministic))
+        entry = self._graphs.get(key)
+        if entry is None:
+            if self._stream is None:
+                self._stream = torch.cuda.Stream(obs.device)
+            if self._eager_runs.get(key, 0) < self.warmup:
+                self._eager_runs[key] = self._eager_runs.get(key, 0) + 1
+                self._stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(self._stream):
+                    action = self._act(obs, deterministic)
+                torch.cuda.current_stream().wait_stream(self._stream)
+                return action
+            entry = self._capture(obs, deterministic)
+            self._graphs[key] = entry
+        graph, static_obs, static_action = entry
+        static_obs.copy_(obs)
+        graph.replay()
+        return static_action.clone()
+
+    def _capture(self, obs: Tensor, deterministic: bool) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor]:
+        static_obs = obs.clone()
+        graph = torch.cuda.CUDAGraph()  # the actor's noise comes from the default generator, registered implicitly
+        with torch.cuda.graph(graph, stream=self._stream):
+            static_action = self._act(static_obs, deterministic)
+        return graph, static_obs, static_action
+
+
+__all__ = ["GraphedAct", "GraphedUpdate", "LOSS_NAMES"]
