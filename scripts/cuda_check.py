@@ -8,7 +8,10 @@
    graphs are captured again for the new tensors). Prints the largest relative difference of any loss.
 2. **Same actions**: for 40 observations, graphed action selection against the eager forward, deterministic and
    stochastic (torch's generator seeded alike before each call).
-3. **Update rates** alone (synchronised, 200 updates after 20 untimed): stable-baselines3 SAC's ``train``, and XiSAC
+3. **Where the graphed update's time goes**: the kernels of 8 eager updates (two with a gate step) under torch's
+   profiler: kernels per update and the sum of their GPU time (what a graph replays back to back), largest first.
+4. **Acting latency** at batch 1 (synchronised, median of 500 calls): eager forward against the graph replay.
+5. **Update rates** alone (synchronised, 200 updates after 20 untimed): stable-baselines3 SAC's ``train``, and XiSAC
    eager and graphed, unpruned and with 75% of the gated units removed.
 """
 
@@ -51,6 +54,31 @@ def losses_per_update(graph: bool, updates: int) -> tuple[list[list[float]], int
         if graph:
             recorded.append(model.graphed.losses.tolist())
     return recorded, model.graphed.captures if graph else 0
+
+
+def profile_update(model: XiSAC, report: dict) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    model.config.cuda_graph = False  # eager: the profiler sees each kernel
+    for _ in range(8):
+        model.train(1, model.batch_size)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(8):
+            model.train(1, model.batch_size)
+        torch.cuda.synchronize()
+    model.config.cuda_graph = True
+    kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+    by_name: dict[str, list[float]] = {}
+    for e in kernels:
+        by_name.setdefault(e.name[:90], []).append(e.time_range.elapsed_us())
+    top = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:12]
+    report["kernels_per_update"] = len(kernels) / 8
+    report["kernel_us_per_update"] = sum(sum(v) for v in by_name.values()) / 8
+    report["top_kernels"] = [[name, len(v) / 8, sum(v) / 8] for name, v in top]
+    print(f"eager update: {report['kernels_per_update']:.0f} kernels, {report['kernel_us_per_update']:.0f} us of "
+          "kernel time per update", flush=True)
+    for name, count, us in report["top_kernels"]:
+        print(f"  {count:6.1f} x  {us:8.1f} us  {name}", flush=True)
 
 
 def update_rate(model, updates: int = 200) -> float:
@@ -100,6 +128,27 @@ def main() -> None:
             "identical": bool(torch.equal(*outs)), "max_abs_diff": float((outs[0] - outs[1]).abs().max())}
     report["same_actions"] = same
     print("same actions:", json.dumps(same), flush=True)
+
+    try:
+        profile_update(model, report)
+    except Exception as exc:  # a profiler problem must not cost the rates below
+        print(f"profile failed: {type(exc).__name__}: {exc}", flush=True)
+
+    obs = observations[:1]
+    latency = {}
+    for name, act in (("eager", policy._act), ("graphed", policy.graphed_act)):
+        times = []
+        with torch.no_grad():
+            for i in range(550):
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                act(obs, False)
+                torch.cuda.synchronize()
+                if i >= 50:
+                    times.append(time.perf_counter() - start)
+        latency[name] = 1e6 * float(np.median(times))
+    report["act_latency_us"] = latency
+    print("acting latency at batch 1 (us):", json.dumps(latency), flush=True)
 
     rates = {}
     sac = SAC("MlpPolicy", make_env(ENV, seed=0), learning_starts=1000, buffer_size=5000, seed=0, device="cuda")
