@@ -96,3 +96,46 @@ def test_non_finite_loss_between_reads_is_reported():
     assert model._check_finite(values, []) == values
     with pytest.raises(TrainingError, match="non-finite actor loss .* or at an update since"):
         model._check_finite(values, ["actor_loss"])
+
+
+class _FakeEvent:
+    def __init__(self, clock):
+        self.clock, self.at = clock, None
+
+    def record(self):
+        self.at = self.clock["ms"]
+
+    def elapsed_time(self, end):
+        return end.at - self.at
+
+
+class _FakeGraphed:
+    """Stands in for ``GraphedUpdate`` (which needs a GPU): each update takes 3 ms, a gate-step update 7 ms."""
+
+    def __init__(self):
+        self.clock = {"ms": 0.0}
+        self.timer = (_FakeEvent(self.clock), _FakeEvent(self.clock))
+        self.timing = None
+        self.reads = []
+
+    def step(self, gate_step):
+        self.clock["ms"] += 7.0 if gate_step else 3.0
+
+    def read(self):
+        self.reads.append(self.clock["ms"])
+        return {name: 1.0 for name in LOSS_NAMES}, []
+
+
+def test_graphed_updates_are_read_and_timed_every_check_every():
+    """Losses are read every ``check_every`` updates, and the update time reported (pruning rows, TensorBoard) is
+    the GPU time of one whole gate cycle before the read, per update: (7 + 3 + 3 + 3) / 4 ms here."""
+    model = _model()
+    fake = _FakeGraphed()
+    model._n_updates = 0
+    model.update_seconds = None
+    for _ in range(250):
+        gate_step = model._n_updates % model.config.pi_update_every == 0
+        model._graphed_step(fake, gate_step)
+        model._n_updates += 1
+    assert len(fake.reads) == 3  # updates 0, 100 and 200
+    assert model.update_seconds == pytest.approx(0.004)  # the first read had no timed cycle before it

@@ -54,6 +54,8 @@ class GraphedUpdate:
         self.losses = torch.zeros(len(LOSS_NAMES), device=device)
         self.nonfinite = torch.zeros(len(LOSS_NAMES), dtype=torch.bool, device=device)
         self._stream = torch.cuda.Stream(device)
+        self.timer = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        self.timing: str | None = None  # "started", then "done" once both timer events are recorded
         self.captures = 0
         self.reset()
 

@@ -115,12 +115,10 @@ class XiSAC(OffPolicyAlgorithm):
             graphed = self._graphed_update(batch_size)
             if graphed is None:
                 values = self._check_finite(self._update(batch_size, gate_step))
-            else:  # one replayed graph; its losses are read (and checked) every check_every updates
-                graphed.step(gate_step)
-                if self._n_updates % self.check_every == 0:
-                    values = self._check_finite(*graphed.read())
+                self._note_update_time(time.perf_counter() - started)
+            else:
+                values = self._graphed_step(graphed, gate_step) or values
             self._n_updates += 1
-            self._note_update_time(time.perf_counter() - started)
             if (cfg.gated and cfg.prune and self._n_updates >= cfg.prune_start
                     and self._n_updates % cfg.prune_interval == 0):
                 self.prune_check()
@@ -132,6 +130,27 @@ class XiSAC(OffPolicyAlgorithm):
     check_every = 100
     """Updates between reads of the losses of a CUDA-graphed update (and between finiteness checks of the gate
     parameters): a read waits for the GPU. A non-finite loss at any update is still reported, at the next read."""
+
+    def _graphed_step(self, graphed: GraphedUpdate, gate_step: bool) -> dict[str, float] | None:
+        """Replay one graphed update. Every :attr:`check_every` updates, read (and check) the losses; the GPU time
+        of the updates just before the read, one whole gate cycle of them, is measured with CUDA events (the host
+        only launches a graph, so its clock would time the launch)."""
+        cycle = min(self.config.pi_update_every, self.check_every)
+        phase = self._n_updates % self.check_every
+        if phase == self.check_every - cycle:
+            graphed.timer[0].record()
+            graphed.timing = "started"
+        graphed.step(gate_step)
+        if phase == self.check_every - 1 and graphed.timing == "started":
+            graphed.timer[1].record()
+            graphed.timing = "done"
+        if phase != 0:
+            return None
+        values = self._check_finite(*graphed.read())  # waits for the GPU
+        if graphed.timing == "done":
+            self._note_update_time(graphed.timer[0].elapsed_time(graphed.timer[1]) / 1000 / cycle)
+        graphed.timing = None
+        return values
 
     def _graphed_update(self, batch_size: int) -> GraphedUpdate | None:
         """The CUDA-graphed update in use, or ``None`` for the eager one (CPU, ``cuda_graph=False``, or
