@@ -163,7 +163,8 @@ class XiSAC(OffPolicyAlgorithm):
 
     def _update(self, batch_size: int, gate_step: bool, rows: Tensor | None = None) -> dict[str, Tensor]:
         """One gradient update, tensor work only (no host read, so a CUDA graph can hold it): OFENet auxiliary step,
-        SAC step, and with ``gate_step`` the joint gate step. Returns the losses (in :data:`xinet_rl.cuda_graph.LOSS_NAMES` order).
+        SAC step, and with ``gate_step`` the joint gate step. Returns the losses, in the order of
+        :data:`xinet_rl.cuda_graph.LOSS_NAMES`.
 
         ``rows`` holds the storage rows of the auxiliary and SAC minibatches (:meth:`TensorReplayBuffer.draw_rows`),
         given by a CUDA graph; without it both are sampled here, in the same order."""
