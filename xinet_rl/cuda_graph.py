@@ -1,7 +1,8 @@
-"""The gradient update captured as CUDA graphs: one launch per update instead of about a thousand kernel launches.
+"""The gradient update and the action selection captured as CUDA graphs: one launch each instead of some 900 and 50.
 
 On a GPU the update of these small networks is bound by launching kernels, not by arithmetic: stable-baselines3's SAC
-runs about 85 updates/s on an H100, a bare SAC update captured in one graph about 1,000 (``REFERENCE.md``).
+runs about 85 updates/s on an H100, a bare SAC update captured in one graph about 1,000 (``REFERENCE.md``); the gated
+HalfCheetah update ran at 33 updates/s eagerly and 333 as a graph on an H200 (``BENCHMARKS.md``).
 :class:`GraphedUpdate` captures :meth:`XiSAC._update <xinet_rl.agents.xisac.XiSAC._update>` (OFENet auxiliary step,
 critics, actor, temperature, targets, and the gate step with its estimators and cost gradient) once with and once
 without the gate step, and replays it with fresh replay rows copied in before each replay. It captures again when the
@@ -12,7 +13,7 @@ What the captured work may not do is read the host. The replay rows come from SB
 same batches as the eager update) through a pinned buffer; masks, probes and flips come from the agent's gate
 generator, registered with every graph; loss scales and the cost gradient are branch-free tensor code; and the losses
 are copied into a persistent tensor with a sticky non-finite flag, which the agent reads every
-``XiSAC.check_every`` updates instead of after each one.
+``XiSAC.check_every`` updates instead of after each one. :class:`GraphedAct` does the same for acting.
 """
 
 from __future__ import annotations
