@@ -98,32 +98,27 @@ def test_non_finite_loss_between_reads_is_reported():
         model._check_finite(values, ["actor_loss"])
 
 
-class _FakeEvent:
-    def __init__(self, clock):
-        self.clock, self.at = clock, None
-
-    def record(self):
-        self.at = self.clock["ms"]
-
-    def elapsed_time(self, end):
-        return end.at - self.at
-
-
 class _FakeGraphed:
-    """Stands in for ``GraphedUpdate`` (which needs a GPU): each update takes 3 ms, a gate-step update 7 ms."""
+    """Stands in for ``GraphedUpdate`` (which needs a GPU), with its timing contract: each update takes 3 ms, a
+    gate-step update 7 ms; ``read`` reports the mean time of the timed updates since the last read."""
 
     def __init__(self):
-        self.clock = {"ms": 0.0}
-        self.timer = (_FakeEvent(self.clock), _FakeEvent(self.clock))
-        self.timing = None
+        self.clock, self.timed, self.started, self.ended = 0.0, 0, 0.0, 0.0
         self.reads = []
 
-    def step(self, gate_step):
-        self.clock["ms"] += 7.0 if gate_step else 3.0
+    def step(self, gate_step, timed=False):
+        if timed and self.timed == 0:
+            self.started = self.clock
+        self.clock += 7.0 if gate_step else 3.0
+        if timed:  # the end event is recorded after each timed update
+            self.ended = self.clock
+            self.timed += 1
 
     def read(self):
-        self.reads.append(self.clock["ms"])
-        return {name: 1.0 for name in LOSS_NAMES}, []
+        self.reads.append(self.clock)
+        seconds = (self.ended - self.started) / 1000 / self.timed if self.timed else None
+        self.timed = 0
+        return {name: 1.0 for name in LOSS_NAMES}, [], seconds
 
 
 def test_graphed_updates_are_read_and_timed_every_check_every():

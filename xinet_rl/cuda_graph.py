@@ -55,8 +55,8 @@ class GraphedUpdate:
         self.losses = torch.zeros(len(LOSS_NAMES), device=device)
         self.nonfinite = torch.zeros(len(LOSS_NAMES), dtype=torch.bool, device=device)
         self._stream = torch.cuda.Stream(device)
-        self.timer = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-        self.timing: str | None = None  # "started", then "done" once both timer events are recorded
+        self._timer = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        self._timed = 0  # timed updates since the last read: the first's start and the last's end are recorded
         self.captures = 0
         self.reset()
 
@@ -67,8 +67,9 @@ class GraphedUpdate:
         self._pool = None
         self._captured_for: tuple[object, ...] = ()
 
-    def step(self, gate_step: bool) -> None:
-        """One gradient update: replay the graph of this kind, or run eagerly while warming up."""
+    def step(self, gate_step: bool, timed: bool = False) -> None:
+        """One gradient update: replay the graph of this kind, or run eagerly while warming up. ``timed`` updates
+        (consecutive ones) are timed on the GPU; :meth:`read` reports their mean."""
         model = self.model
         live = (model.policy.structure(), model.replay_buffer.tensors())
         if len(live) != len(self._captured_for) or any(a is not b for a, b in zip(live, self._captured_for)):
@@ -82,6 +83,8 @@ class GraphedUpdate:
         graph = self._graphs.get(gate_step)
         if graph is None and self._eager_runs[gate_step] >= self.warmup:
             graph = self._capture(gate_step)
+        if timed and self._timed == 0:
+            self._timer[0].record()
         if graph is None:
             self._stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self._stream):
@@ -90,14 +93,20 @@ class GraphedUpdate:
             self._eager_runs[gate_step] += 1
         else:
             graph.replay()
+        if timed:
+            self._timer[1].record()
+            self._timed += 1
 
-    def read(self) -> tuple[dict[str, float], list[str]]:
-        """The latest update's losses, and the names of those that were non-finite at any update since the last
-        read (one host read)."""
-        values = torch.cat([self.losses, self.nonfinite.float()]).tolist()
+    def read(self) -> tuple[dict[str, float], list[str], float | None]:
+        """The latest update's losses, the names of those that were non-finite at any update since the last read,
+        and the mean GPU seconds of the timed updates since then (``None`` if none was). One host read."""
+        values = torch.cat([self.losses, self.nonfinite.float()]).tolist()  # waits for the GPU
         self.nonfinite.zero_()
+        seconds = self._timer[0].elapsed_time(self._timer[1]) / 1000 / self._timed if self._timed else None
+        self._timed = 0
         count = len(LOSS_NAMES)
-        return dict(zip(LOSS_NAMES, values[:count])), [n for n, bad in zip(LOSS_NAMES, values[count:]) if bad]
+        return (dict(zip(LOSS_NAMES, values[:count])), [n for n, bad in zip(LOSS_NAMES, values[count:]) if bad],
+                seconds)
 
     def _body(self, gate_step: bool) -> None:
         losses = self.model._update(self.batch_size, gate_step, rows=self.rows)

@@ -26,6 +26,7 @@ class TensorReplayBuffer(ReplayBuffer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._tensors: dict[str, torch.Tensor] | None = None
+        self._rows_only = False  # set by draw_rows: SB3's sample returns the rows instead of the batch
         self.mirrored = self.device.type != "cpu"  # copies on the device, kept current by add()
 
     def stored_fields(self) -> list[str]:
@@ -64,15 +65,13 @@ class TensorReplayBuffer(ReplayBuffer):
     def draw_rows(self, batch_size: int) -> np.ndarray:
         """SB3's random numbers for one batch, as storage rows: a ``(2, batch_size)`` int64 array of the rows of the
         observations and of the next observations (the same rows where next observations are stored). What
-        :meth:`sample` gathers; a CUDA graph of the update copies it in and gathers on the device."""
-        if not self.optimize_memory_usage:
-            upper = self.buffer_size if self.full else self.pos
-            batch_inds = np.random.randint(0, upper, size=batch_size)
-        elif self.full:  # SB3: never the row at ``pos``, whose next observation is not written yet
-            batch_inds = (np.random.randint(1, self.buffer_size, size=batch_size) + self.pos) % self.buffer_size
-        else:
-            batch_inds = np.random.randint(0, self.pos, size=batch_size)
-        return self._rows(batch_inds)
+        :meth:`sample` gathers; a CUDA graph of the update copies it in and gathers on the device. The draw is SB3's
+        own ``sample``, stopped before it gathers."""
+        self._rows_only = True
+        try:
+            return super().sample(batch_size)  # type: ignore[return-value]  # _get_samples returns the rows
+        finally:
+            self._rows_only = False
 
     def _rows(self, batch_inds: np.ndarray) -> np.ndarray:
         env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))  # SB3's draw, kept for its RNG
@@ -96,6 +95,8 @@ class TensorReplayBuffer(ReplayBuffer):
                                    t["rewards"].index_select(0, obs_rows))
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        if self._rows_only:
+            return self._rows(batch_inds)  # type: ignore[return-value]
         if env is not None:  # normalisation is numpy code in SB3: keep its path
             return super()._get_samples(batch_inds, env)
         return self.gather(torch.from_numpy(self._rows(batch_inds)).to(self.device, non_blocking=True))

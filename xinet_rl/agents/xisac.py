@@ -110,11 +110,12 @@ class XiSAC(OffPolicyAlgorithm):
             p.pretrain_done += 1
         values = None
         for _ in range(gradient_steps):
-            started = time.perf_counter()
             gate_step = cfg.gated and self._n_updates % cfg.pi_update_every == 0
             graphed = self._graphed_update(batch_size)
             if graphed is None:
-                values = self._check_finite(self._update(batch_size, gate_step))
+                started = time.perf_counter()
+                losses = self._update(batch_size, gate_step)
+                values = self._check_finite(dict(zip(losses, torch.stack(list(losses.values())).tolist())))
                 self._note_update_time(time.perf_counter() - started)
             else:
                 values = self._graphed_step(graphed, gate_step) or values
@@ -132,25 +133,18 @@ class XiSAC(OffPolicyAlgorithm):
     parameters): a read waits for the GPU. A non-finite loss at any update is still reported, at the next read."""
 
     def _graphed_step(self, graphed: GraphedUpdate, gate_step: bool) -> dict[str, float] | None:
-        """Replay one graphed update. Every :attr:`check_every` updates, read (and check) the losses; the GPU time
-        of the updates just before the read, one whole gate cycle of them, is measured with CUDA events (the host
-        only launches a graph, so its clock would time the launch)."""
+        """Replay one graphed update. Every :attr:`check_every` updates, read (and check) the losses; the updates
+        just before the read, one whole gate cycle of them, are timed on the GPU (the host only launches a graph, so
+        its clock would time the launch)."""
         cycle = min(self.config.pi_update_every, self.check_every)
         phase = self._n_updates % self.check_every
-        if phase == self.check_every - cycle:
-            graphed.timer[0].record()
-            graphed.timing = "started"
-        graphed.step(gate_step)
-        if phase == self.check_every - 1 and graphed.timing == "started":
-            graphed.timer[1].record()
-            graphed.timing = "done"
+        graphed.step(gate_step, timed=phase >= self.check_every - cycle)
         if phase != 0:
             return None
-        values = self._check_finite(*graphed.read())  # waits for the GPU
-        if graphed.timing == "done":
-            self._note_update_time(graphed.timer[0].elapsed_time(graphed.timer[1]) / 1000 / cycle)
-        graphed.timing = None
-        return values
+        values, went_bad, seconds = graphed.read()  # waits for the GPU
+        if seconds is not None:
+            self._note_update_time(seconds)
+        return self._check_finite(values, went_bad)
 
     def _graphed_update(self, batch_size: int) -> GraphedUpdate | None:
         """The CUDA-graphed update in use, or ``None`` for the eager one (CPU, ``cuda_graph=False``, or
@@ -257,15 +251,9 @@ class XiSAC(OffPolicyAlgorithm):
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
                 "ent_coef_loss": ent_loss.detach(), "ent_coef": ent_coef}
 
-    def _check_finite(self, losses: dict[str, Tensor] | dict[str, float], went_bad: list[str] | None = None
-                      ) -> dict[str, float]:
-        """The losses as floats (one host read per update, also what is logged); stops with a diagnosis on a
-        non-finite loss (or one in ``went_bad``: non-finite at some update since the last read) or, every
-        :attr:`check_every` updates, gate parameter."""
-        if losses and isinstance(next(iter(losses.values())), Tensor):
-            values = dict(zip(losses, torch.stack(list(losses.values())).tolist()))
-        else:
-            values = dict(losses)
+    def _check_finite(self, values: dict[str, float], went_bad: list[str] | None = None) -> dict[str, float]:
+        """Stop with a diagnosis on a non-finite loss (or one in ``went_bad``: non-finite at some update since the
+        last read of a graphed update) or, every :attr:`check_every` updates, gate parameter. Returns ``values``."""
         bad = [name for name, value in values.items() if not math.isfinite(value) or name in (went_bad or [])]
         if bad:
             since = "" if went_bad is None else f", or at an update since update {self._n_updates - self.check_every}"
