@@ -11,7 +11,8 @@
 3. **Where the graphed update's time goes**: the kernels of 8 eager updates (two with a gate step) under torch's
    profiler: kernels per update and the sum of their GPU time (what a graph replays back to back), largest first.
 4. **Acting latency** at batch 1 (synchronised, median of 500 calls): eager forward against the graph replay.
-5. **Update rates** alone (synchronised, 200 updates after 20 untimed): stable-baselines3 SAC's ``train``, and XiSAC
+5. **Pre-training rates**: 500 of OFENet's pre-training updates (auxiliary and gate step), eager and graphed.
+6. **Update rates** alone (synchronised, 200 updates after 20 untimed): stable-baselines3 SAC's ``train``, and XiSAC
    eager and graphed, unpruned and with 75% of the gated units removed.
 """
 
@@ -149,6 +150,19 @@ def main() -> None:
         latency[name] = 1e6 * float(np.median(times))
     report["act_latency_us"] = latency
     print("acting latency at batch 1 (us):", json.dumps(latency), flush=True)
+
+    pretrain = {}
+    for name, graph in (("eager", False), ("graphed", True)):
+        model = XiSAC(make_env(ENV, seed=0), seed=0, device="cuda", cuda_graph=graph,
+                      **{**SHORT, "ofenet_pretrain_steps": 500})
+        model.learn(1000)  # random steps only
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        model._pretrain(model.batch_size)
+        torch.cuda.synchronize()
+        pretrain[name] = 500 / (time.perf_counter() - start)
+    report["pretrain_updates_per_s"] = pretrain
+    print("OFENet pre-training updates/s:", json.dumps(pretrain), flush=True)
 
     rates = {}
     sac = SAC("MlpPolicy", make_env(ENV, seed=0), learning_starts=1000, buffer_size=5000, seed=0, device="cuda")

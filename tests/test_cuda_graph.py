@@ -47,6 +47,21 @@ def test_update_from_given_rows_is_the_sampled_update(variant):
         assert torch.equal(x, y), key
 
 
+def test_pretrain_update_from_given_rows_is_the_sampled_one():
+    """OFENet's pre-training update (auxiliary and gate step) from given rows is the sampled one, bit for bit."""
+    sampled, given = _model(), _model()
+    for step in range(3):
+        np.random.seed(200 + step)
+        a = sampled._pretrain_update(32)
+        np.random.seed(200 + step)
+        b = given._pretrain_update(32, rows=torch.from_numpy(given.replay_buffer.draw_rows(32)[None]))
+        for name in LOSS_NAMES:
+            assert torch.equal(a[name], b[name]), (step, name)
+    assert int(given.policy.pretrain_done) == SMALL["ofenet_pretrain_steps"] + 3
+    for (key, x), y in zip(_state(sampled).items(), _state(given).values()):
+        assert torch.equal(x, y), key
+
+
 class _NoHostReads(TorchDispatchMode):
     """Fails on any operator that reads a tensor's value on the host (``item``, ``bool(t)``, ``nonzero``...)."""
 
@@ -75,6 +90,7 @@ def test_update_never_reads_the_host(monkeypatch):
     with _NoHostReads():
         for gate_step in (True, False):
             model._update(32, gate_step, rows=rows)
+        model._pretrain_update(32, rows=rows)
     monkeypatch.undo()
     with pytest.raises(AssertionError, match="host read"), _NoHostReads():  # the trap itself works
         float(model._update(32, False, rows=rows)["critic_loss"])
@@ -134,3 +150,53 @@ def test_graphed_updates_are_read_and_timed_every_check_every():
         model._n_updates += 1
     assert len(fake.reads) == 3  # updates 0, 100 and 200
     assert model.update_seconds == pytest.approx(0.004)  # the first read had no timed cycle before it
+
+
+def test_pretraining_runs_every_due_update_through_the_graph_and_reads_once():
+    """On a GPU the pre-training updates still due are replayed as one graph kind and checked with one read at the
+    end; a non-finite auxiliary loss among them stops the run."""
+    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", **{**SMALL, "ofenet_pretrain_steps": 7})
+    model.learn(200)  # random steps only: nothing pre-trained yet
+    kinds = []
+
+    class Recording(_FakeGraphed):
+        def step(self, kind, timed=False):
+            kinds.append(kind)
+            model.policy.pretrain_done += kind == "pretrain"  # what the replayed update does on the GPU
+            super().step(kind is True, timed)
+
+    fake = Recording()
+    model.policy.pretrain_done += 2  # as if restored from a checkpoint taken after two of them
+    model._graphed_update = lambda batch_size: fake
+    model._pretrain(32)
+    assert kinds == ["pretrain"] * 5 and len(fake.reads) == 1 and model._pretrained
+    model._pretrained = False
+    model._pretrain(32)  # nothing due: no update, no read
+    assert kinds == ["pretrain"] * 5 and len(fake.reads) == 1
+
+    bad = Recording()
+    bad.read = lambda: ({name: 1.0 for name in LOSS_NAMES}, ["aux_loss"], None)
+    model.policy.pretrain_done.zero_()
+    model._graphed_update = lambda batch_size: bad
+    with pytest.raises(TrainingError, match="non-finite .* pre-training"):
+        model._pretrain(32)
+
+
+def test_updates_after_the_first_never_fall_back_to_adams_own_step(monkeypatch):
+    """Capture refuses ``torch.optim.Adam.step`` (not capturable): after the eager warm-up every optimizer step of
+    every update kind must take ``FusedAdam``'s kernel shortcut, also when only some gates have a gradient (the
+    pre-training gate step moves OFENet's gates alone)."""
+    model = _model()
+    rows = torch.from_numpy(np.stack([model.replay_buffer.draw_rows(32) for _ in range(2)]))
+    for gate_step in (True, False):
+        model._update(32, gate_step, rows=rows)
+    model._pretrain_update(32, rows=rows)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Adam's own step")
+
+    monkeypatch.setattr(torch.optim.Adam, "step", refuse)
+    for _ in range(2):
+        model._pretrain_update(32, rows=rows)
+        for gate_step in (True, False):
+            model._update(32, gate_step, rows=rows)

@@ -1,5 +1,7 @@
 """``FusedAdam`` steps exactly as torch's fused Adam (its shortcut must not change a single bit)."""
 
+import copy
+
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -54,13 +56,18 @@ def test_fused_adam_takes_the_shortcut_after_the_first_step(monkeypatch):
     assert calls == [] and all(optimizer.state[p]["step"].item() == 2 for p in params)
 
 
-def test_fused_adam_state_dict_loads_into_torch_adam():
+def _three_steps() -> tuple[list[torch.nn.Parameter], FusedAdam]:
     params = _params(0)
     optimizer = FusedAdam(params, lr=1e-2)
     for _ in range(3):
         for p in params:
             p.grad = torch.ones_like(p)
         optimizer.step()
+    return params, optimizer
+
+
+def test_fused_adam_state_dict_loads_into_torch_adam():
+    params, optimizer = _three_steps()
     other = torch.optim.Adam(_params(0), lr=1e-2, fused=True)
     other.load_state_dict(optimizer.state_dict())
     assert all(other.state_dict()["state"][0][k].equal(v) for k, v in optimizer.state_dict()["state"][0].items())
@@ -83,3 +90,27 @@ def test_step_hooks_still_run_once_per_step():
         global_.remove()
     assert calls == ["pre", "post", "pre", "post"]
     assert all(optimizer.state[p]["step"].item() == 2 for p in params)
+
+
+def test_step_counters_are_joined_and_survive_a_state_dict_round_trip():
+    """One ``add_`` advances every counter of a group; counters Adam or ``load_state_dict`` made separately are
+    joined with their values, and a loaded optimizer keeps stepping exactly like torch's."""
+    params, optimizer = _three_steps()
+    steps = [optimizer.state[p]["step"] for p in params]
+    assert steps[0]._base is not None and all(s._base is steps[0]._base for s in steps)
+    assert [s.item() for s in steps] == [3.0] * len(params)
+
+    saved = optimizer.state_dict()
+    copies = [[torch.nn.Parameter(p.detach().clone()) for p in params] for _ in range(2)]
+    loaded, reference = FusedAdam(copies[0], lr=1e-2), torch.optim.Adam(copies[1], lr=1e-2, fused=True)
+    loaded.load_state_dict(copy.deepcopy(saved))  # load_state_dict keeps references to the tensors it is given
+    reference.load_state_dict(copy.deepcopy(saved))
+    for _ in range(2):
+        for opt, ps in ((loaded, copies[0]), (reference, copies[1])):
+            for p in ps:
+                p.grad = torch.full_like(p, 0.5)
+            opt.step()
+    for a, b in zip(*copies):
+        assert torch.equal(a, b) and torch.equal(loaded.state[a]["exp_avg_sq"], reference.state[b]["exp_avg_sq"])
+        assert loaded.state[a]["step"].item() == reference.state[b]["step"].item() == 5.0
+    assert [s.item() for s in steps] == [3.0] * len(params)  # the first optimizer's counters are its own

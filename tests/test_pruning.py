@@ -149,6 +149,19 @@ def test_adam_step_after_pruning_is_the_surviving_slice():
         assert torch.allclose(before[key], after[key], atol=1e-5, rtol=0), key
 
 
+def test_polyak_pairs_follow_the_pruned_tensors():
+    """The cached (target, online) lists of the Polyak update are the live tensors after a pruning event."""
+    policy = make_policy()
+    keep = switch_off(policy)
+    policy.polyak_pairs()  # cached before the pruning
+    prune(policy, keep)
+    targets, online = policy.polyak_pairs()
+    assert [id(p) for p in targets] == [id(p) for m in (policy.critic1_target, policy.critic2_target)
+                                        for p in m.parameters()]
+    assert [id(p) for p in online] == [id(p) for m in (policy.critic1, policy.critic2) for p in m.parameters()]
+    assert all(t.shape == o.shape for t, o in zip(targets, online))
+
+
 def test_counters_patience_and_min_units():
     policy = make_policy()
     gates = policy.gates()

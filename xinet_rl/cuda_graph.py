@@ -5,7 +5,8 @@ runs about 85 updates/s on an H100, a bare SAC update captured in one graph abou
 HalfCheetah update ran at 33 updates/s eagerly and 333 as a graph on an H200 (``BENCHMARKS.md``).
 :class:`GraphedUpdate` captures :meth:`XiSAC._update <xinet_rl.agents.xisac.XiSAC._update>` (OFENet auxiliary step,
 critics, actor, temperature, targets, and the gate step with its estimators and cost gradient) once with and once
-without the gate step, and replays it with fresh replay rows copied in before each replay. It captures again when the
+without the gate step, and OFENet's pre-training update (auxiliary and gate step) as a third kind, and replays them
+with fresh replay rows copied in before each replay. It captures again when the
 model's structure changes (each pruning event replaces the tensors) or the replay storage is remade (a restored
 checkpoint).
 
@@ -18,7 +19,7 @@ are copied into a persistent tensor with a sticky non-finite flag, which the age
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Literal, Union
 
 import torch
 from torch import Tensor
@@ -26,6 +27,10 @@ from torch import Tensor
 if TYPE_CHECKING:
     from xinet_rl.agents.xisac import XiSAC
     from xinet_rl.policy import XiPolicy
+
+Kind = Union[bool, Literal["pretrain"]]
+"""An update kind, one graph each: ``True``/``False`` a gradient update with/without the gate step, ``"pretrain"``
+one of OFENet's pre-training updates."""
 
 LOSS_NAMES = ("aux_loss", "critic_loss", "actor_loss", "ent_coef_loss", "ent_coef")
 """What :meth:`XiSAC._update` returns, in order: the entries of :attr:`GraphedUpdate.losses`."""
@@ -62,13 +67,14 @@ class GraphedUpdate:
 
     def reset(self) -> None:
         """Drop the graphs (and their memory pool); the next updates run eagerly, then are captured again."""
-        self._graphs: dict[bool, torch.cuda.CUDAGraph] = {}
-        self._eager_runs = {False: 0, True: 0}
+        self._graphs: dict[Kind, torch.cuda.CUDAGraph] = {}
+        self._eager_runs: dict[Kind, int] = {False: 0, True: 0, "pretrain": 0}
         self._pool = None
         self._captured_for: tuple[object, ...] = ()
 
-    def step(self, gate_step: bool, timed: bool = False) -> None:
-        """One gradient update: replay the graph of this kind, or run eagerly while warming up. ``timed`` updates
+    def step(self, kind: Kind, timed: bool = False) -> None:
+        """One gradient update of this kind (``True``/``False``: with/without the gate step; ``"pretrain"``: one of
+        OFENet's pre-training updates): replay its graph, or run eagerly while warming up. ``timed`` updates
         (consecutive ones) are timed on the GPU; :meth:`read` reports their mean."""
         model = self.model
         live = (model.policy.structure(), model.replay_buffer.tensors())
@@ -76,21 +82,21 @@ class GraphedUpdate:
             self.reset()
             self._captured_for = live
         self._rows_copied.synchronize()  # the pinned buffer is free once the previous rows reached the device
-        for i in range(self.n_batches):  # SB3's random numbers, in the eager update's order (auxiliary batch first)
+        for i in range(1 if kind == "pretrain" else self.n_batches):  # SB3's random numbers, in the eager order
             self._host_rows[i].copy_(torch.from_numpy(model.replay_buffer.draw_rows(self.batch_size)))
         self.rows.copy_(self._host_rows, non_blocking=True)
         self._rows_copied.record()
-        graph = self._graphs.get(gate_step)
-        if graph is None and self._eager_runs[gate_step] >= self.warmup:
-            graph = self._capture(gate_step)
+        graph = self._graphs.get(kind)
+        if graph is None and self._eager_runs[kind] >= self.warmup:
+            graph = self._capture(kind)
         if timed and self._timed == 0:
             self._timer[0].record()
         if graph is None:
             self._stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self._stream):
-                self._body(gate_step)
+                self._body(kind)
             torch.cuda.current_stream().wait_stream(self._stream)
-            self._eager_runs[gate_step] += 1
+            self._eager_runs[kind] += 1
         else:
             graph.replay()
         if timed:
@@ -108,19 +114,21 @@ class GraphedUpdate:
         return (dict(zip(LOSS_NAMES, values[:count])), [n for n, bad in zip(LOSS_NAMES, values[count:]) if bad],
                 seconds)
 
-    def _body(self, gate_step: bool) -> None:
-        losses = self.model._update(self.batch_size, gate_step, rows=self.rows)
+    def _body(self, kind: Kind) -> None:
+        model = self.model
+        losses = (model._pretrain_update(self.batch_size, rows=self.rows) if kind == "pretrain"
+                  else model._update(self.batch_size, kind, rows=self.rows))
         stacked = torch.stack([losses[name] for name in LOSS_NAMES])
         self.losses.copy_(stacked)
         self.nonfinite.logical_or_(torch.isfinite(stacked).logical_not_())
 
-    def _capture(self, gate_step: bool) -> torch.cuda.CUDAGraph:
+    def _capture(self, kind: Kind) -> torch.cuda.CUDAGraph:
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(self.model.gate_rng)  # masks, probes and flips; the default one is implicit
         with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
-            self._body(gate_step)
-        self._pool = graph.pool()  # both kinds share one pool: they never run at the same time
-        self._graphs[gate_step] = graph
+            self._body(kind)
+        self._pool = graph.pool()  # the kinds share one pool: they never run at the same time
+        self._graphs[kind] = graph
         self.captures += 1
         return graph
 

@@ -67,6 +67,7 @@ class XiSAC(OffPolicyAlgorithm):
         self.prune_events: list[dict[str, Any]] = []
         self.update_seconds: float | None = None
         self.graphed: GraphedUpdate | None = None  # made on the first CUDA update (see _graphed_update)
+        self._pretrained = False  # host copy of "policy.pretrain_done reached ofenet_pretrain_steps" (set by train)
         spec = getattr(getattr(self.env, "envs", [None])[0], "spec", None) if self.env is not None else None
         self.env_id: str | None = spec.id if spec is not None else None
         if _init_setup_model:
@@ -102,12 +103,10 @@ class XiSAC(OffPolicyAlgorithm):
 
     # ----- training ------------------------------------------------------------------------------------------------
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
-        p, cfg = self.policy, self.config
+        cfg = self.config
         self.policy.set_training_mode(True)
-        has_ofenet = p.ofenet_optimizer is not None
-        while has_ofenet and int(p.pretrain_done) < cfg.ofenet_pretrain_steps:  # once, before any SAC update
-            self._ofenet_update(batch_size, update_gates=cfg.gated)
-            p.pretrain_done += 1
+        if not self._pretrained:  # once, before any SAC update (one host read of the counter, then a host flag)
+            self._pretrain(batch_size)
         values = None
         for _ in range(gradient_steps):
             gate_step = cfg.gated and self._n_updates % cfg.pi_update_every == 0
@@ -127,6 +126,34 @@ class XiSAC(OffPolicyAlgorithm):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         for name, value in (values or {}).items():
             self.logger.record(f"train/{name}", value)
+
+    def _pretrain(self, batch_size: int) -> None:
+        """OFENet's pre-training updates (auxiliary step and, gated, its gate step) still due, graphed on a GPU."""
+        p, cfg = self.policy, self.config
+        due = cfg.ofenet_pretrain_steps - int(p.pretrain_done) if p.ofenet_optimizer is not None else 0
+        graphed = self._graphed_update(batch_size) if due > 0 else None
+        for _ in range(max(due, 0)):
+            if graphed is None:
+                self._pretrain_update(batch_size)
+            else:
+                graphed.step("pretrain")
+        if graphed is not None and due > 0:  # the losses of all of them are checked once, at the end
+            values, went_bad, _ = graphed.read()
+            if "aux_loss" in went_bad or not math.isfinite(values["aux_loss"]):
+                raise TrainingError(f"non-finite {_LOSS_NAMES['aux_loss']} in OFENet's pre-training (its last "
+                                    f"{due} updates)")
+        self._pretrained = True
+
+    def _pretrain_update(self, batch_size: int, rows: Tensor | None = None) -> dict[str, Tensor]:
+        """One pre-training update, tensor work only (a CUDA graph can hold it): the auxiliary step on the minibatch
+        of ``rows`` (or one sampled here) with the OFENet gate step, and the counter. Returns the losses in the order
+        of :data:`~xinet_rl.cuda_graph.LOSS_NAMES` (the SAC ones zero)."""
+        data = None if rows is None else self.replay_buffer.gather(rows[0])
+        aux_loss = self._ofenet_update(batch_size, update_gates=self.config.gated, data=data)
+        self.policy.pretrain_done += 1
+        zero = torch.zeros((), device=self.device)
+        return {"aux_loss": aux_loss, "critic_loss": zero, "actor_loss": zero, "ent_coef_loss": zero,
+                "ent_coef": zero}
 
     check_every = 100
     """Updates between reads of the losses of a CUDA-graphed update (and between finiteness checks of the gate
@@ -245,8 +272,7 @@ class XiSAC(OffPolicyAlgorithm):
 
         # Targets: Polyak copies of critic weights and gate parameters.
         with torch.no_grad():
-            online = [*p.critic1.parameters(), *p.critic2.parameters()]
-            target = [*p.critic1_target.parameters(), *p.critic2_target.parameters()]
+            target, online = p.polyak_pairs()
             torch._foreach_lerp_(target, online, self.tau)  # SB3's polyak_update in one pass over the tensors
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
                 "ent_coef_loss": ent_loss.detach(), "ent_coef": ent_coef}
