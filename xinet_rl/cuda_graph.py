@@ -60,8 +60,8 @@ class GraphedUpdate:
         self.losses = torch.zeros(len(LOSS_NAMES), device=device)
         self.nonfinite = torch.zeros(len(LOSS_NAMES), dtype=torch.bool, device=device)
         self._stream = torch.cuda.Stream(device)
-        self._timer = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-        self._timed = 0  # timed updates since the last read: the first's start and the last's end are recorded
+        self._timers: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []  # (start, end) of each timed update
+        self._timed = 0  # timed updates since the last read
         self.captures = 0
         self.reset()
 
@@ -89,8 +89,10 @@ class GraphedUpdate:
         graph = self._graphs.get(kind)
         if graph is None and self._eager_runs[kind] >= self.warmup:
             graph = self._capture(kind)
-        if timed and self._timed == 0:
-            self._timer[0].record()
+        if timed:  # each update between its own two events: the GPU's gaps between steps (acting, the host) are not
+            if self._timed == len(self._timers):  # counted (a window over several steps would count them)
+                self._timers.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self._timers[self._timed][0].record()
         if graph is None:
             self._stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self._stream):
@@ -100,7 +102,7 @@ class GraphedUpdate:
         else:
             graph.replay()
         if timed:
-            self._timer[1].record()
+            self._timers[self._timed][1].record()
             self._timed += 1
 
     def read(self) -> tuple[dict[str, float], list[str], float | None]:
@@ -108,7 +110,8 @@ class GraphedUpdate:
         and the mean GPU seconds of the timed updates since then (``None`` if none was). One host read."""
         values = torch.cat([self.losses, self.nonfinite.float()]).tolist()  # waits for the GPU
         self.nonfinite.zero_()
-        seconds = self._timer[0].elapsed_time(self._timer[1]) / 1000 / self._timed if self._timed else None
+        pairs = self._timers[:self._timed]
+        seconds = sum(start.elapsed_time(end) for start, end in pairs) / 1000 / len(pairs) if pairs else None
         self._timed = 0
         count = len(LOSS_NAMES)
         return (dict(zip(LOSS_NAMES, values[:count])), [n for n, bad in zip(LOSS_NAMES, values[count:]) if bad],
