@@ -44,7 +44,7 @@ class GraphedUpdate:
     """
 
     warmup = 2
-    """Eager updates of each kind (with and without gate step) on the capture stream before it is captured, after
+    """Eager updates of each kind (see :data:`Kind`) on the capture stream before it is captured, after
     every reset: the libraries' handles and workspaces are made there, outside the capture. Real updates, each run
     once, so capturing changes no training step."""
 

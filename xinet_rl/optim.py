@@ -54,19 +54,26 @@ class FusedAdam(torch.optim.Adam):
             steps.append(state["step"])
         if params and any(p.device != params[0].device or p.dtype != params[0].dtype for p in params):
             return None
-        return params, grads, exp_avgs, exp_avg_sqs, self._joint_steps(params, steps)
+        return params, grads, exp_avgs, exp_avg_sqs, steps
 
-    def _joint_steps(self, params: list[Tensor], steps: list[Tensor]) -> list[Tensor]:
-        """The step counters, joined into views of one tensor when all of them are separate tensors (as Adam or
-        ``load_state_dict`` made them; values unchanged), so that one ``add_`` can advance them all: the per-tensor
-        loop of ``_foreach_add_`` over a dozen scalars on the CPU cost about 40 µs per step, a third of the critics'
-        Adam step. Counters already joined stay as they are (the views are not remade inside a CUDA graph)."""
-        if not steps or any(s._base is not None for s in steps):
-            return steps
-        joined = list(torch.stack(steps).unbind())
-        for param, step in zip(params, joined):
-            self.state[param]["step"] = step
-        return joined
+    def _advance(self, params: list[Tensor], steps: list[Tensor]) -> list[Tensor]:
+        """Add 1 to the step counters of ``params`` and return the counters. They live as views of one tensor, so one
+        ``add_`` advances them all (``_foreach_add_`` over a dozen 0-dim counters cost about 40 µs per step on the
+        CPU, a third of the critics' Adam step): counters that are all separate tensors (as Adam or
+        ``load_state_dict`` made them) are joined first, values unchanged; a subset of joined counters (the gates
+        that have a gradient this step) is advanced per tensor, and never remade (not inside a CUDA graph)."""
+        base = steps[0]._base
+        if base is None and all(s._base is None for s in steps):
+            steps = list(torch.stack(steps).unbind())
+            for param, step in zip(params, steps):
+                self.state[param]["step"] = step
+            base = steps[0]._base
+        if (base is not None and base.dim() == 1 and base.shape[0] == len(steps)
+                and all(s._base is base and s.storage_offset() == i for i, s in enumerate(steps))):
+            base.add_(1)
+        else:
+            torch._foreach_add_(steps, 1)
+        return steps
 
 
 @torch.no_grad()
@@ -78,23 +85,12 @@ def _step(optimizer: FusedAdam, closure: Callable[[], float] | None = None) -> f
         if not params:
             continue
         beta1, beta2 = group["betas"]
-        _advance(steps)
+        steps = optimizer._advance(params, steps)
         kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
         kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
                beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
                grad_scale=None, found_inf=None)
     return None
-
-
-def _advance(steps: list[Tensor]) -> None:
-    """Add 1 to every step counter: one ``add_`` on their joint tensor when they are exactly its views, in order
-    (see :meth:`FusedAdam._joint_steps`), else per tensor (a subset, such as the gates that have a gradient)."""
-    base = steps[0]._base
-    if (base is not None and base.dim() == 1 and base.shape[0] == len(steps)
-            and all(s._base is base and s.storage_offset() == i for i, s in enumerate(steps))):
-        base.add_(1)
-    else:
-        torch._foreach_add_(steps, 1)
 
 
 def _adam_step(optimizer: FusedAdam, closure: Callable[[], float] | None) -> float | None:

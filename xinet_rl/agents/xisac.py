@@ -137,7 +137,7 @@ class XiSAC(OffPolicyAlgorithm):
                 self._pretrain_update(batch_size)
             else:
                 graphed.step("pretrain")
-        if graphed is not None and due > 0:  # the losses of all of them are checked once, at the end
+        if graphed is not None:  # the losses of all of them are checked once, at the end
             values, went_bad, _ = graphed.read()
             if "aux_loss" in went_bad or not math.isfinite(values["aux_loss"]):
                 raise TrainingError(f"non-finite {_LOSS_NAMES['aux_loss']} in OFENet's pre-training (its last "
