@@ -1,6 +1,6 @@
 """Measure the CPU levers that `docs/method.md` ("The CPU step: what is left") records as not paying on this machine.
 
-    python scripts/cpu_levers.py outside  [--rounds 6]   # time per env step without updates: XiSAC sac vs SB3 SAC
+    python scripts/cpu_levers.py outside  [--rounds 6]   # ms per env step without updates: XiSAC sac vs SB3 SAC
     python scripts/cpu_levers.py compile  [--rounds 8]   # the whole `sac` update compiled (inductor) vs eager
     python scripts/cpu_levers.py relu-mask               # inductor's ReLU kernel with and without its saved bool mask
     python scripts/cpu_levers.py precision               # 256 x 256 x 256 products at each float32 matmul precision
@@ -27,8 +27,10 @@ from xinet_rl.cli.bench import warm_up, xisac
 ENV = "HalfCheetah-v4"
 
 
-def interleaved(variants: dict[str, Callable[[], None]], rounds: int, calls: int, warm: int = 3) -> None:
-    """Time ``calls`` calls of each variant per round, rounds interleaved; print medians against the first one."""
+def interleaved(variants: dict[str, Callable[[], None]], rounds: int, calls: int, warm: int = 3,
+                per_call: int = 1) -> None:
+    """Time ``calls`` calls of each variant per round, rounds interleaved; print medians (ms per call, divided by
+    ``per_call`` when a call does that many steps) against the first one."""
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, fn in variants.items():
@@ -37,7 +39,7 @@ def interleaved(variants: dict[str, Callable[[], None]], rounds: int, calls: int
             started = time.perf_counter()
             for _ in range(calls):
                 fn()
-            times[name].append((time.perf_counter() - started) / calls * 1e3)
+            times[name].append((time.perf_counter() - started) / calls / per_call * 1e3)
     base = next(iter(times.values()))
     for name, values in times.items():
         ratio = statistics.median(b / v for b, v in zip(base, values))
@@ -59,8 +61,8 @@ def outside(rounds: int) -> None:
     for model in (ours, sb3):
         model.train = lambda *args, **kwargs: None  # type: ignore[method-assign]
     interleaved({"XiSAC sac": lambda: ours.learn(100, reset_num_timesteps=False),
-                 "SB3 SAC": lambda: sb3.learn(100, reset_num_timesteps=False)}, rounds, calls=3, warm=0)
-    print("(times are per 100 environment steps)")
+                 "SB3 SAC": lambda: sb3.learn(100, reset_num_timesteps=False)}, rounds, calls=3, warm=0, per_call=100)
+    print("(ms per environment step)")
 
 
 def compiled_update(rounds: int) -> None:
@@ -117,7 +119,7 @@ def compiled_update(rounds: int) -> None:
                  "compiled": lambda: update(closs_c, aloss_c)}, rounds, calls=40)
 
 
-def relu_mask() -> None:
+def relu_mask(rounds: int) -> None:
     """The kernel inductor generates for ReLU in a training graph stores a bool mask for the backward pass; on this
     CPU that store makes a 256 x 256 ReLU an order of magnitude slower than the same loop without it."""
     x = torch.randn(256, 256)
@@ -132,10 +134,10 @@ def relu_mask() -> None:
     compiled_mask, compiled_plain = torch.compile(with_mask), torch.compile(without_mask)
     interleaved({"eager, mask": lambda: with_mask(x), "compiled, mask": lambda: compiled_mask(x),
                  "eager, no mask": lambda: without_mask(x), "compiled, none": lambda: compiled_plain(x)},
-                rounds=5, calls=200)
+                rounds, calls=200)
 
 
-def precision() -> None:
+def precision(rounds: int) -> None:
     """``torch.set_float32_matmul_precision``: "medium" lets oneDNN multiply in bfloat16 (AMX on this CPU)."""
     x, w, b = torch.randn(256, 256), torch.randn(256, 256), torch.randn(256)
     exact = x.double() @ w.double().t() + b.double()
@@ -149,7 +151,7 @@ def precision() -> None:
             torch.set_float32_matmul_precision(level)
             F.linear(x, w, b)
         variants[level] = run
-    interleaved(variants, rounds=5, calls=300)
+    interleaved(variants, rounds, calls=300)
     torch.set_float32_matmul_precision("highest")
 
 
@@ -166,9 +168,9 @@ def main() -> None:
     elif args.what == "compile":
         compiled_update(args.rounds)
     elif args.what == "relu-mask":
-        relu_mask()
+        relu_mask(args.rounds)
     else:
-        precision()
+        precision(args.rounds)
 
 
 if __name__ == "__main__":
