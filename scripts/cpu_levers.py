@@ -4,6 +4,8 @@
     python scripts/cpu_levers.py compile  [--rounds 8]   # the whole `sac` update compiled (inductor) vs eager
     python scripts/cpu_levers.py relu-mask               # inductor's ReLU kernel with and without its saved bool mask
     python scripts/cpu_levers.py precision               # 256 x 256 x 256 products at each float32 matmul precision
+    python scripts/cpu_levers.py fused-mlp [--rounds 8]  # the ReLU MLPs as one autograd.Function, backward by hand
+    python scripts/cpu_levers.py rewrites [--rounds 8]   # fewer operators: joint actor heads, log-prob, twin minimum
 
 Every comparison is made inside one process, in interleaved rounds, and printed as the median of the per-round
 ratios: this machine's speed drifts by tens of percent within minutes, so figures from separate runs do not compare.
@@ -15,13 +17,16 @@ torch's fused Adam either way); its first line is the compilation time.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
+from xinet_rl import heads
 from xinet_rl.cli.bench import warm_up, xisac
 
 ENV = "HalfCheetah-v4"
@@ -155,9 +160,148 @@ def precision(rounds: int) -> None:
     torch.set_float32_matmul_precision("highest")
 
 
+class ReluMLP(torch.autograd.Function):
+    """``relu(W_1 x + b_1)`` ... as one autograd node whose backward is written out (the operators autograd would
+    run: ``threshold_backward``, ``mm``, ``sum``; gradients identical bit for bit), so the engine walks one node per
+    network instead of three per layer. The last layer is linear when ``last_linear``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, last_linear: bool, *params: torch.Tensor) -> torch.Tensor:  # type: ignore
+        inputs, h = [], x
+        for i in range(0, len(params), 2):
+            inputs.append(h)
+            h = torch.addmm(params[i + 1], h, params[i].t())
+            if not (last_linear and i == len(params) - 2):
+                h.relu_()
+        ctx.last_linear = last_linear
+        ctx.save_for_backward(h, *inputs, *params[0::2])
+        return h
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        out, *rest = ctx.saved_tensors
+        n = len(rest) // 2
+        inputs, weights, need = rest[:n], rest[n:], ctx.needs_input_grad
+        grads: list[torch.Tensor | None] = [None] * (2 * n)
+        for i in reversed(range(n)):
+            if not (ctx.last_linear and i == n - 1):
+                grad = torch.ops.aten.threshold_backward(grad, out if i == n - 1 else inputs[i + 1], 0)
+            if need[2 + 2 * i]:
+                grads[2 * i] = grad.t().mm(inputs[i])
+            if need[3 + 2 * i]:
+                grads[2 * i + 1] = grad.sum(0)
+            if i > 0 or need[0]:
+                grad = grad.mm(weights[i])
+        return (grad if need[0] else None), None, *grads
+
+
+def _flat(linears: list[torch.nn.Linear]) -> list[torch.Tensor]:
+    return [t for linear in linears for t in (linear.weight, linear.bias)]
+
+
+@contextlib.contextmanager
+def _patched(owner: object, name: str, replacement: Callable, active: Callable[[], bool]) -> Iterator[None]:
+    """``owner.name`` (a class's method, or a module's function) runs ``replacement`` while ``active()``, the
+    original otherwise."""
+    original = getattr(owner, name)
+
+    def method(*args, **kwargs):
+        return (replacement if active() else original)(*args, **kwargs)
+    setattr(owner, name, method)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def _compare_patched(rounds: int, patches: dict[str, list[tuple[object, str, Callable]]]) -> None:
+    """XiSAC's ``sac`` update as it is against the same update with each set of replacement methods."""
+    model = xisac(ENV, "sac", 1000)
+    warm_up(model, 30, 1000)
+    on: set[str] = set()
+    with contextlib.ExitStack() as stack:
+        for name, replacements in patches.items():
+            for cls, attr, fn in replacements:
+                stack.enter_context(_patched(cls, attr, fn, lambda name=name: name in on))
+
+        def run(name: str | None) -> Callable[[], None]:
+            def call() -> None:
+                on.clear()
+                on.update([name] if name else [])
+                model.train(1, 256)
+            return call
+        interleaved({"as is": run(None), **{name: run(name) for name in patches}}, rounds, calls=40)
+
+
+def _when_grad(cls: type, name: str, fn: Callable) -> Callable:
+    """``fn`` where gradients are recorded; the method as it is in passes without (targets, acting)."""
+    original = getattr(cls, name)
+    return lambda *args, **kwargs: (fn if torch.is_grad_enabled() else original)(*args, **kwargs)
+
+
+def fused_mlp(rounds: int) -> None:
+    """The ReLU trunks (and a critic's output layer) as one :class:`ReluMLP` node when gradients are recorded; the
+    critics' weights go in detached when the input needs a gradient (the actor loss), where autograd computes no
+    weight gradients either."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(23, 256), torch.nn.Linear(256, 256), torch.nn.Linear(256, 1)]
+    x = torch.randn(256, 23, requires_grad=True)
+    h = x
+    for layer in layers[:-1]:
+        h = F.relu(layer(h), inplace=True)
+    expected = torch.autograd.grad(layers[-1](h).sum(), [x, *_flat(layers)])
+    got = torch.autograd.grad(ReluMLP.apply(x, True, *_flat(layers)).sum(), [x, *_flat(layers)])
+    print("gradients identical to autograd's:", all(torch.equal(a, b) for a, b in zip(expected, got)))
+
+    def trunk(self, x, tape=None):
+        return ReluMLP.apply(x, False, *_flat(list(self.linears)))
+
+    def critic(self, z, tape=None):
+        params = _flat([*self.trunk.linears, self.out])
+        return ReluMLP.apply(z, True, *(q.detach() for q in params) if z.requires_grad else params).squeeze(-1)
+
+    _compare_patched(rounds, {"one node per MLP": [
+        (heads.GatedMLP, "forward", _when_grad(heads.GatedMLP, "forward", trunk)),
+        (heads.Critic, "forward", _when_grad(heads.Critic, "forward", critic))]})
+
+
+def rewrites(rounds: int) -> None:
+    """Numerically equivalent forms with fewer operators (forward and backward): the actor's two heads as one product
+    over concatenated weights; the log-probability summed once, its noise term without gradient; the minimum of the
+    two critics in the actor loss as ``where`` (whose backward is two selections; ``minimum``'s splits ties and
+    takes about ten operators)."""
+    log_const = -0.5 * math.log(2 * math.pi) - 2 * math.log(2.0)
+
+    def distribution(self, z_s, tape=None):
+        out = torch.addmm(torch.cat([self.mu.bias, self.log_std.bias]), self.trunk(z_s, tape),
+                          torch.cat([self.mu.weight, self.log_std.weight]).t())
+        mu, log_std = out.split(self.mu.out_features, -1)
+        return mu, log_std.clamp(heads.LOG_STD_MIN, heads.LOG_STD_MAX)
+
+    def sample(self, z_s, tape=None, noise=None):
+        mu, log_std = self.distribution(z_s, tape)
+        noise = torch.randn_like(mu) if noise is None else noise
+        u = mu + noise * log_std.exp()
+        with torch.no_grad():
+            const = noise.square().sum(-1).mul_(-0.5).add_(log_const * mu.shape[-1])
+        return torch.tanh(u), torch.add(u, F.softplus(-2 * u)).mul_(2).sub_(log_std).sum(-1).add_(const), noise
+
+    torch_min = torch.min
+
+    def twin_min(*args, **kwargs):
+        if torch.is_grad_enabled() and len(args) == 2 and not kwargs:
+            return torch.where(args[0] <= args[1], args[0], args[1])
+        return torch_min(*args, **kwargs)
+
+    _compare_patched(rounds, {"joint heads": [(heads.Actor, "distribution", distribution)],
+                              "log-prob": [(heads.Actor, "sample", sample)],
+                              "where-min": [(torch, "min", twin_min)],  # type: ignore[list-item]
+                              "all three": [(heads.Actor, "distribution", distribution),
+                                            (heads.Actor, "sample", sample), (torch, "min", twin_min)]})
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("outside", "compile", "relu-mask", "precision"))
+    parser.add_argument("what", choices=("outside", "compile", "relu-mask", "precision", "fused-mlp", "rewrites"))
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -169,8 +313,12 @@ def main() -> None:
         compiled_update(args.rounds)
     elif args.what == "relu-mask":
         relu_mask(args.rounds)
-    else:
+    elif args.what == "precision":
         precision(args.rounds)
+    elif args.what == "fused-mlp":
+        fused_mlp(args.rounds)
+    else:
+        rewrites(args.rounds)
 
 
 if __name__ == "__main__":
