@@ -1,4 +1,4 @@
-"""Measure the CPU levers that `docs/method.md` ("The CPU step: what is left") records as not paying on this machine.
+"""Measure the CPU levers that `docs/method.md` records as not paying on this machine (seventh and eighth sessions).
 
     python scripts/cpu_levers.py outside  [--rounds 6]   # ms per env step without updates: XiSAC sac vs SB3 SAC
     python scripts/cpu_levers.py compile  [--rounds 8]   # the whole `sac` update compiled (inductor) vs eager
