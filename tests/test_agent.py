@@ -129,3 +129,19 @@ def test_gate_step_every_k_updates_moves_pi_only_on_those_updates():
         moved = not torch.equal(torch.cat([g.pi.detach() for g in model.policy.gates().values()]), pis)
         assert moved == gate_update
         assert not torch.equal(model.policy.actor.mu.weight.detach(), actor_weight)
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_width_scale_builds_the_model_of_the_scaled_widths(gated):
+    """``width_scale`` 0.25 on OFENet 6 units x 2 layers, actor [32, 7], critics [30, 2] is the model configured with
+    2 units, actor [8, 2] and critics [8, 1] (rounded half up, at least 1): same tensors, same shapes."""
+    env = make_env("HalfCheetah-v4", seed=0)
+    scaled = XiSAC(env, seed=0, device="cpu", gated=gated, ofenet_layers=2, ofenet_units=6, actor_widths=[32, 7],
+                   critic_widths=[30, 2], width_scale=0.25)
+    direct = XiSAC(env, seed=0, device="cpu", gated=gated, ofenet_layers=2, ofenet_units=2, actor_widths=[8, 2],
+                   critic_widths=[8, 1])
+    assert scaled.policy.widths == direct.policy.widths
+    assert scaled.policy.widths.actor == [8, 2] and scaled.policy.widths.critic2 == [8, 1]
+    shapes = {k: v.shape for k, v in scaled.policy.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in direct.policy.state_dict().items()}
+    assert scaled.policy.param_counts() == direct.policy.param_counts()

@@ -20,7 +20,8 @@ EVAL_FREQ = 500
 OVERRIDES = {"learning_starts": 150, "ofenet_pretrain_steps": 10, "batch_size": 32, "eval_freq": EVAL_FREQ,
              "eval_episodes": 1, "buffer_size": 2000}
 EVAL_COLUMNS = ["step", "event", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
-                "params_train", "params_deploy", "flops_update", "flops_env_step", "update_ms", "widths"]
+                "params_train", "params_deploy", "flops_update", "flops_env_step", "update_ms", "widths",
+                "train_flops_total"]
 NETWORKS = ["ofenet_state", "ofenet_state_action", "actor", "critic1", "critic2"]
 
 
@@ -84,7 +85,8 @@ def test_tensorboard_events_hold_training_and_gate_logs(run):
     acc.Reload()
     tags = acc.Tags()
     scalars = set(tags["scalars"])
-    for tag in ["eval/mean_reward", "train/critic_loss", "train/actor_loss", "train/aux_loss", "train/ent_coef",
+    for tag in ["eval/mean_reward", "eval/train_flops_total", "train/critic_loss", "train/actor_loss",
+                "train/aux_loss", "train/ent_coef",
                 "gates/sum_pi/actor", "params/expected_train"]:
         assert tag in scalars, f"scalar {tag} missing; have {sorted(scalars)}"
     histograms = [t for t in tags["histograms"] if t.startswith("gates/pi/")]
@@ -110,6 +112,10 @@ def test_evaluations_csv_rows_at_each_eval_and_final_step(run):
         assert 0 < float(r["expected_params_train"]) <= 652198
         assert 0 < float(r["expected_params_deploy"]) <= 164684
         assert 0 < int(r["params_deploy"]) <= int(r["params_train"]) <= 652198
+    # the training compute so far: grows with every evaluation, and the last row's is the run's total
+    flops = [int(r["train_flops_total"]) for r in rows]
+    assert all(a < b for a, b in zip(flops, flops[1:])), flops
+    assert flops[-1] == json.loads((out / "summary.json").read_text())["train_flops_total"]
 
 
 def test_summary_json(run):
@@ -185,6 +191,8 @@ BAD_INPUT = [
                  ["malformed --set", "foo", "key=value"], id="set-without-equals"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "batch_size=-5"],
                  ["batch_size", "negative", "-5"], id="negative-batch-size"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "width_scale=0"],
+                 ["width_scale", "positive", "0"], id="zero-width-scale"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "pi_lr=abc"],
                  ["pi_lr", "number", "abc"], id="non-numeric-pi-lr"),
     pytest.param(lambda d: ["--env", ENV_ID, "--total-steps", "-3"],

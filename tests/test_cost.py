@@ -1,6 +1,8 @@
 """The cost model against explicit parameter counts of networks built with the kept widths."""
 
 import random
+import tempfile
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -136,3 +138,32 @@ def test_update_flops_equal_what_autograd_computes(gated):
             model.train(1, 32)
         assert counter.get_total_flops() == (with_gate if gate_step else without_gate)
     assert model.flops()["update"] == int(32 * ((with_gate + 2 * without_gate) / 96 if gated else without_gate / 32))
+
+
+def test_train_flops_count_every_update_run():
+    """``train_flops`` (summary ``train_flops_total``) equals the matmul FLOPs ``FlopCounterMode`` counts over
+    OFENet's pre-training and the updates, gate steps and a pruning event included, and is kept by save/load."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from xinet_rl import XiSAC
+    from xinet_rl.envs import make_env
+
+    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", ofenet_layers=3, ofenet_units=6,
+                  actor_widths=[20, 12], critic_widths=[16, 10], learning_starts=200, ofenet_pretrain_steps=4,
+                  batch_size=32, buffer_size=1000, pi_update_every=3, pi_lr=1e-12, prune_start=2,
+                  prune_interval=2, prune_patience=1, prune_eps=1e-6)
+    model.learn(200)  # random steps only: nothing trained yet
+    assert model.train_flops == 0
+    with torch.no_grad():
+        model.policy.gates()["state.1"].pi.zero_()  # a whole DenseNet layer is removed at update 2
+        model.policy.gates()["critic1.0"].pi[:5] = 0.0
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.train(7, 32)
+    assert len(model.prune_events) == 1 and model.prune_events[0]["n_updates"] == 2
+    assert len(model.policy.ofenet.state.layers) == 2
+    assert model.train_flops == counter.get_total_flops() > 0
+
+    path = Path(tempfile.mkdtemp()) / "model.safetensors"
+    model.save(path)
+    assert XiSAC.load(path, device="cpu").train_flops == model.train_flops

@@ -19,13 +19,14 @@ from xinet_rl.checkpoint import checkpoint_dirs as list_checkpoints
 from xinet_rl.io import write_text_atomic
 
 EVAL_COLUMNS = ["step", "event", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
-                "params_train", "params_deploy", "flops_update", "flops_env_step", "update_ms", "widths"]
+                "params_train", "params_deploy", "flops_update", "flops_env_step", "update_ms", "widths",
+                "train_flops_total"]
 
 
 class EvaluationsCSV:
     """``evaluations.csv``: one ``eval`` row per evaluation (return mean and std, expected and actual parameter counts)
     and one ``prune`` row per pruning event (actual counts, FLOPs per update and per env step, measured update time
-    before the event, widths per layer as JSON). Rows are flushed as they are written."""
+    before the event, widths per layer as JSON); both carry the matmul FLOPs of all gradient updates so far. Rows are flushed as they are written."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -50,7 +51,8 @@ class EvaluationsCSV:
                 "expected_params_deploy": round(expected["deploy"], 2), "params_train": actual["train"],
                 "params_deploy": actual["deploy"], "flops_update": flops["update"], "flops_env_step": flops["env_step"],
                 "update_ms": "" if model.update_seconds is None else round(1000 * model.update_seconds, 3),
-                "widths": json.dumps(p.widths.networks(), separators=(",", ":"))}
+                "widths": json.dumps(p.widths.networks(), separators=(",", ":")),
+                "train_flops_total": int(model.train_flops)}
 
     def append_eval(self, step: int, returns: np.ndarray, model) -> dict:
         """Write and return the row of an evaluation at ``step``."""
@@ -68,7 +70,7 @@ class EvaluationsCSV:
         text = io.StringIO()
         writer = csv.writer(text)
         writer.writerow(EVAL_COLUMNS)
-        writer.writerows([[r[c] for c in EVAL_COLUMNS] for r in kept])
+        writer.writerows([[r.get(c) or "" for c in EVAL_COLUMNS] for r in kept])  # older files lack a column
         write_text_atomic(self.path, text.getvalue())
         evals = [r for r in kept if r["event"] == "eval"]
         if evals:
@@ -138,6 +140,8 @@ class Evaluate(BaseCallback):
                                                deterministic=True, return_episode_rewards=True)
             row = self.table.append_eval(self.num_timesteps, np.asarray(returns), self.model)
             self.logger.record("eval/mean_reward", row["return_mean"])
+            if "train_flops_total" in row:
+                self.logger.record("eval/train_flops_total", row["train_flops_total"])
             self.logger.record("eval/return_std", row["return_std"])
             self.logger.record("eval/mean_ep_length", float(np.mean(lengths)))
             self.logger.dump(self.num_timesteps)

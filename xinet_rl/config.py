@@ -40,6 +40,7 @@ class AgentConfig:
     ofenet_units: int = 30
     actor_widths: list[int] = field(default_factory=lambda: [256, 256])
     critic_widths: list[int] = field(default_factory=lambda: [256, 256])
+    width_scale: float = 1.0  # multiplies every hidden width (OFENet units, actor and critic layers), rounded, >= 1
     aux_target_dim: int = 0  # first dims of the next observation predicted by OFENet; 0 = all
     gated: bool = True
     prune_strength: float = 0.1  # α: return versus size
@@ -77,7 +78,7 @@ _TYPES = {f.name: f.type for f in fields(TrainConfig)}
 VARIANTS = ("xinet", "unpruned", "small", "sac")
 _CHOICES = {"gate_estimator": ("curvature", "straight_through"), "variant": VARIANTS}
 _UNIT_INTERVAL = {"deploy_cost_mix", "pi_init", "tau", "gamma", "loss_scale_decay"}
-_POSITIVE = {"batch_size", "buffer_size", "ofenet_units", "total_steps", "eval_freq", "eval_episodes", "learning_rate",
+_POSITIVE = {"width_scale", "batch_size", "buffer_size", "ofenet_units", "total_steps", "eval_freq", "eval_episodes", "learning_rate",
              "ofenet_lr", "pi_lr", "pi_update_every", "ent_coef_init", "log_interval", "prune_interval",
              "prune_patience", "min_units", "keep_checkpoints"}
 

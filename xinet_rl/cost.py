@@ -82,6 +82,18 @@ def update_flops(structure: Structure, batch: int, gated: bool = True, gate_ever
     return int(batch * (no_grad + aux_step + critic_step + actor_step + estimators / gate_every))
 
 
+def pretrain_flops(structure: Structure, batch: int, gated: bool = True) -> int:
+    """Matmul FLOPs of one OFENet pre-training update: the auxiliary step (forward, weight gradients, input gradients
+    of the layers that read other layers) and, gated, its gate step's curvature pass, which runs at every
+    pre-training update. The same counting as :func:`update_flops`."""
+    def reads_hidden(layer: LayerSpec) -> bool:
+        return any(g not in (OBS, ACT) for g in layer.inputs)
+
+    ofenet = int(expected_flops(structure, {}, where=lambda l: l.network == "ofenet"))
+    ofenet_in = int(expected_flops(structure, {}, where=lambda l: l.network == "ofenet" and reads_hidden(l)))
+    return int(batch * (2 * ofenet + ofenet_in + (ofenet_in if gated else 0)))
+
+
 class CostRegularizer(nn.Module):
     """``α · [(1−β) C_train/C_train,0 + β C_deploy/C_deploy,0]`` and its gradient with respect to every ``π``.
 

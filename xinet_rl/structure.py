@@ -10,7 +10,8 @@ and the auxiliary head read ``z_sa``). Three things are derived from this one de
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
 
 OBS, ACT = "obs", "act"
 CRITICS = ("critic1", "critic2")
@@ -35,6 +36,15 @@ class Widths:
     @classmethod
     def from_dict(cls, data: dict) -> "Widths":
         return cls(**{k: (list(v) if isinstance(v, list) else int(v)) for k, v in data.items()})
+
+    def scaled(self, factor: float) -> "Widths":
+        """Every hidden width times ``factor``, rounded half up, at least 1 (the ``width_scale`` key): a dense agent of
+        another size with the same shape. Input and output dimensions stay."""
+        def scale(widths: list[int]) -> list[int]:
+            return [max(1, math.floor(w * factor + 0.5)) for w in widths]
+
+        return replace(self, state=scale(self.state), state_action=scale(self.state_action), actor=scale(self.actor),
+                       critic1=scale(self.critic1), critic2=scale(self.critic2))
 
     def networks(self) -> dict[str, list[int]]:
         """Layer widths per network name, as reported in ``summary.json``."""

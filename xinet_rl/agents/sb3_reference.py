@@ -49,8 +49,8 @@ def train_sb3_sac(env_id: str, config: TrainConfig, seed: int, run_dir: Path, de
                "final_eval_return_mean": final["return_mean"], "final_eval_return_std": final["return_std"],
                "steps_per_second": round(model.num_timesteps / elapsed, 2), "wall_seconds": round(elapsed, 1),
                "params_initial": counts, "params_final": counts, "widths_initial": widths, "widths_final": widths,
-               "flops_initial": None, "flops_final": None, "prune_events": 0, "device": str(device),
-               "torch_threads": torch.get_num_threads()}
+               "flops_initial": None, "flops_final": None, "train_flops_total": None, "prune_events": 0,
+               "device": str(device), "torch_threads": torch.get_num_threads()}
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 

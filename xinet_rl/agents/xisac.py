@@ -28,6 +28,7 @@ from torch import Tensor
 from xinet_rl.checkpoint import (CheckpointError, env_state, read_checkpoint, rng_state, set_env_state, set_rng_state,
                                  write_checkpoint)
 from xinet_rl.config import AgentConfig, agent_kwargs
+from xinet_rl.cost import pretrain_flops, update_flops
 from xinet_rl.cuda_graph import GraphedUpdate
 from xinet_rl.gates import MaskRandomness, MaskTape, curvature_corrected, flip_difference, straight_through
 from xinet_rl.guards import TrainingError
@@ -65,6 +66,8 @@ class XiSAC(OffPolicyAlgorithm):
                          replay_buffer_kwargs={"handle_timeout_termination": not cfg.optimize_memory_usage})
         self._widths = widths
         self.prune_events: list[dict[str, Any]] = []
+        self.train_flops = 0  # matmul FLOPs of every gradient update run so far (pre-training and gate steps included)
+        self._flops_per_update: tuple[int, int] | None = None  # (with gate step, without), for the current widths
         self.update_seconds: float | None = None
         self.graphed: GraphedUpdate | None = None  # made on the first CUDA update (see _graphed_update)
         self._pretrained = False  # host copy of "policy.pretrain_done reached ofenet_pretrain_steps" (set by train)
@@ -82,8 +85,8 @@ class XiSAC(OffPolicyAlgorithm):
             raise ValueError(f"aux_target_dim {cfg.aux_target_dim} exceeds the observation size {obs_dim}")
         block = [cfg.ofenet_units] * cfg.ofenet_layers
         aux_dim = (cfg.aux_target_dim or obs_dim) if cfg.ofenet_layers > 0 else 0  # no OFENet: no auxiliary task
-        return Widths(obs_dim, act_dim, aux_dim, list(block), list(block),
-                      list(cfg.actor_widths), list(cfg.critic_widths), list(cfg.critic_widths))
+        return Widths(obs_dim, act_dim, aux_dim, list(block), list(block), list(cfg.actor_widths),
+                      list(cfg.critic_widths), list(cfg.critic_widths)).scaled(cfg.width_scale)
 
     def _setup_model(self) -> None:
         cfg = self.config
@@ -118,6 +121,7 @@ class XiSAC(OffPolicyAlgorithm):
                 self._note_update_time(time.perf_counter() - started)
             else:
                 values = self._graphed_step(graphed, gate_step) or values
+            self.train_flops += self._update_flops(batch_size)[0 if gate_step else 1]
             self._n_updates += 1
             if (cfg.gated and cfg.prune and self._n_updates >= cfg.prune_start
                     and self._n_updates % cfg.prune_interval == 0):
@@ -137,6 +141,8 @@ class XiSAC(OffPolicyAlgorithm):
                 self._pretrain_update(batch_size)
             else:
                 graphed.step("pretrain")
+        if due > 0:
+            self.train_flops += due * pretrain_flops(p.structure(), batch_size, cfg.gated)
         if graphed is not None:  # the losses of all of them are checked once, at the end
             values, went_bad, _ = graphed.read()
             if "aux_loss" in went_bad or not math.isfinite(values["aux_loss"]):
@@ -299,6 +305,15 @@ class XiSAC(OffPolicyAlgorithm):
         """Matmul FLOPs per gradient update (averaged over the gate-step schedule) and per environment step."""
         return self.policy.flops(self.batch_size, self.config.pi_update_every)
 
+    def _update_flops(self, batch_size: int) -> tuple[int, int]:
+        """Matmul FLOPs of one update with and without the gate step at the current widths (recomputed after a
+        pruning event)."""
+        if self._flops_per_update is None:
+            structure = self.policy.structure()
+            self._flops_per_update = (update_flops(structure, batch_size, self.config.gated),
+                                      update_flops(structure, batch_size, gated=False))
+        return self._flops_per_update
+
     def prune_check(self) -> dict[str, int]:
         """One pruning check: count checks at 0, remove units due, and record the event (TensorBoard and
         :attr:`prune_events`). Returns the units removed per group."""
@@ -307,6 +322,7 @@ class XiSAC(OffPolicyAlgorithm):
         update_counters(gates, cfg.prune_eps)
         removed = prune(p, units_to_keep(gates, cfg.prune_patience, cfg.min_units))
         if removed:
+            self._flops_per_update = None
             self._record_prune_event(removed)
         return removed
 
@@ -455,7 +471,7 @@ class XiSAC(OffPolicyAlgorithm):
                 "widths": self.policy.widths.to_dict(),
                 "observation_space": _space_to_json(self.observation_space),
                 "action_space": _space_to_json(self.action_space), "num_timesteps": int(self.num_timesteps),
-                "n_updates": int(self._n_updates)}
+                "n_updates": int(self._n_updates), "train_flops": int(self.train_flops)}
 
     @classmethod
     def load(cls, path: str | Path, env: GymEnv | None = None, device: torch.device | str = "auto",
@@ -489,6 +505,7 @@ class XiSAC(OffPolicyAlgorithm):
             model.set_env(env)
         model.num_timesteps = int(meta.get("num_timesteps", 0))
         model._n_updates = int(meta.get("n_updates", 0))
+        model.train_flops = int(meta.get("train_flops", 0))
         model.env_id = meta.get("env_id")
         return model
 

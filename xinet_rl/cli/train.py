@@ -102,7 +102,8 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
     if resume_from is None:
         write_text_atomic(run_dir / "config.yaml",
                           yaml.safe_dump({"env": env_id, "seed": seed, **asdict(config)}, sort_keys=False))
-        widths = arch_widths(config.arch_from) if config.variant == "small" else None
+        # small: the pruned run's widths (times width_scale, 1 unless asked otherwise)
+        widths = arch_widths(config.arch_from).scaled(config.width_scale) if config.variant == "small" else None
         model = XiSAC(env, seed=seed, device=device, widths=widths, **agent_kwargs(config))
         run_info: dict[str, Any] = {"params_initial": model.policy.param_counts(),
                                     "widths_initial": model.policy.widths.networks(),
@@ -149,6 +150,7 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
         "expected_params_final": model.policy.expected_param_counts(),
         "widths_initial": run_info["widths_initial"], "widths_final": model.policy.widths.networks(),
         "flops_initial": run_info["flops_initial"], "flops_final": model.flops(),
+        "train_flops_total": int(model.train_flops),
         "prune_events": len(model.prune_events), "device": str(device), "torch_threads": torch.get_num_threads(),
     }
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
