@@ -1,4 +1,5 @@
-"""``train_flops_total`` of a finished run, rebuilt from its ``config.yaml`` and the widths of its ``prune`` rows.
+"""``train_flops_total`` of a finished run, rebuilt from its ``config.yaml``, ``summary.json`` and
+the widths of its ``prune`` rows.
 
 For runs made before the counter existed (their ``summary.json`` lacks the key). Exact, not an estimate: a run's
 structure changes only at pruning events, whose rows carry the widths and the step; update ``k`` (0-based) runs the
@@ -14,10 +15,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import yaml
 
 from xinet_rl.cost import pretrain_flops, update_flops
-from xinet_rl.io import read_model_file, write_text_atomic
+from xinet_rl.io import write_text_atomic
 from xinet_rl.structure import Widths, build_structure
 
 
@@ -34,8 +37,10 @@ def _gate_steps(start: int, stop: int, every: int) -> int:
 def train_flops_total(run_dir: Path) -> int:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
-    _, meta = read_model_file(run_dir / "model.safetensors")
-    base = Widths.from_dict(meta["widths"])
+    env = gym.make(config["env"])
+    obs_dim, act_dim = int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
+    aux_dim = (config["aux_target_dim"] or obs_dim) if config["ofenet_layers"] > 0 else 0
+    base = Widths(obs_dim, act_dim, aux_dim)
     batch, every, gated = config["batch_size"], config["pi_update_every"], config["gated"]
     n_updates = max(0, summary["total_steps"] - config["learning_starts"])
     with (run_dir / "evaluations.csv").open(newline="") as handle:

@@ -1,13 +1,17 @@
-"""``xinet-compare``: train every (variant, seed) with Ray, then report aggregate statistics and plots.
+"""``xinet-compare``: train every (variant, grid point, seed) with Ray, then report aggregate statistics and plots.
 
-Runs live in ``OUT/runs/VARIANT_sSEED``. A finished run (``summary.json``) is reused, an interrupted one is resumed
-from its newest checkpoint, and ``small`` runs start from the final widths of the same seed's ``xinet`` run once it
-has finished. ``--runs DIR ...`` reports on existing run directories without training.
+Runs live in ``OUT/runs/VARIANT_sSEED``, or ``OUT/runs/VARIANT_KEY-VALUE..._sSEED`` at a point of the ``--grid``
+cross product (which each such run also records in ``grid_point.json``). A finished run (``summary.json``) is reused,
+an interrupted one is resumed from its newest checkpoint, and ``small`` runs start from the final widths of the
+``xinet`` run of the same seed and grid point once it has finished. ``--runs DIR ...`` reports on existing run
+directories without training.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import shutil
 import socket
 import sys
@@ -19,11 +23,12 @@ import torch
 
 from xinet_rl.checkpoint import checkpoint_dirs
 from xinet_rl.cli.common import Parser, UsageError, int_at_least, run_main
-from xinet_rl.config import VARIANTS, resolve_config
+from xinet_rl.config import VARIANTS, TrainConfig, apply_overrides, parse_set, resolve_config
 from xinet_rl.envs import check_env_id
-from xinet_rl.report.aggregate import curves, improvement, iqm_and_mean, score_matrices
-from xinet_rl.report.plots import plot_curves, plot_return_vs_params
-from xinet_rl.report.runs import RunRecord, read_run
+from xinet_rl.io import write_text_atomic
+from xinet_rl.report.aggregate import curves, front_rows, group_runs, improvement, iqm_and_mean, score_matrices
+from xinet_rl.report.plots import plot_curves, plot_front, plot_return_vs_params
+from xinet_rl.report.runs import GRID_FILE, RunRecord, assign_grid_points, format_value, read_run, series_name
 
 PROG = "xinet-compare"
 ALL_VARIANTS = VARIANTS + ("sb3-sac",)
@@ -38,6 +43,8 @@ def build_parser() -> Parser:
     parser.add_argument("--total-steps", type=int_at_least(0), help="environment steps per run")
     parser.add_argument("--config", help="YAML file of config keys for every run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--grid", dest="grids", action="append", default=[], metavar="KEY=V1,V2,...",
+                        help="train every variant at every point of the cross product of all --grid keys")
     parser.add_argument("--workers", type=int_at_least(1), default=None, help="parallel runs on a local Ray (default: CPU count)")
     parser.add_argument("--address", help="join an existing Ray cluster (host:port) instead of starting one")
     parser.add_argument("--runs", nargs="+", metavar="DIR", help="report on these finished run directories only")
@@ -46,22 +53,112 @@ def build_parser() -> Parser:
 
 
 def train_run(spec: dict[str, Any]) -> dict:
-    """One (variant, seed) run; executed in a Ray worker with one torch thread."""
+    """One (variant, grid point, seed) run; executed in a Ray worker with one torch thread."""
     torch.set_num_threads(1)
     from xinet_rl.agents.sb3_reference import train_sb3_sac
     from xinet_rl.cli.train import newest_valid_checkpoint, train
 
     run_dir = Path(spec["run_dir"])
     if (run_dir / "summary.json").is_file():
-        return json.loads((run_dir / "summary.json").read_text())
-    config = resolve_config(spec["env"], spec["config"], spec["overrides"], spec["total_steps"])
-    if spec["variant"] == "sb3-sac":
-        shutil.rmtree(run_dir, ignore_errors=True)  # SB3 runs are not resumable: start again
-        return train_sb3_sac(spec["env"], config, spec["seed"], run_dir)
-    resume = newest_valid_checkpoint(run_dir) if checkpoint_dirs(run_dir) else None
-    if resume is None:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return train(spec["env"], config, spec["seed"], run_dir, torch.device("cpu"), progress=False, resume_from=resume)
+        summary = json.loads((run_dir / "summary.json").read_text())
+    else:
+        config = resolve_config(spec["env"], spec["config"], spec["overrides"], spec["total_steps"])
+        if spec["variant"] == "sb3-sac":
+            shutil.rmtree(run_dir, ignore_errors=True)  # SB3 runs are not resumable: start again
+            summary = train_sb3_sac(spec["env"], config, spec["seed"], run_dir)
+        else:
+            resume = newest_valid_checkpoint(run_dir) if checkpoint_dirs(run_dir) else None
+            if resume is None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            summary = train(spec["env"], config, spec["seed"], run_dir, torch.device("cpu"), progress=False,
+                            resume_from=resume)
+    if spec["grid"]:  # lets --runs tell the grid point without reading it from the directory name
+        write_text_atomic(run_dir / GRID_FILE, json.dumps(spec["grid"]) + "\n")
+    return summary
+
+
+def split_values(text: str) -> list[str]:
+    """Commas outside brackets separate the values, so list values (``[64,64],[128,128]``) stay whole."""
+    values, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            values.append(text[start:i])
+            start = i + 1
+    return [v.strip() for v in values + [text[start:]]]
+
+
+def parse_grids(items: list[str], overrides: list[str], total_steps: int | None,
+                env_id: str) -> list[tuple[str, list[tuple[str, Any]]]]:
+    """``[(key, [(raw value, validated value), ...]), ...]`` from the ``--grid`` arguments. Every value goes through
+    the config's own validation; a key that ``--set`` (or ``--total-steps``) also sets, or that xinet-compare sets
+    itself, is a user error."""
+    fixed = set(parse_set(overrides)) | ({"total_steps"} if total_steps is not None else set())
+    grids: list[tuple[str, list[tuple[str, Any]]]] = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        values = split_values(raw) if sep else []
+        if not key or not values or not all(values):
+            raise UsageError(f"malformed --grid '{item}': expected KEY=V1,V2,...")
+        if key in ("variant", "arch_from"):
+            raise UsageError(f"--grid {key}: xinet-compare sets {key} itself (choose variants with --variants)")
+        if key in fixed:
+            where = "--total-steps" if key == "total_steps" and total_steps is not None else "--set"
+            raise UsageError(f"--grid {key} conflicts with {where} {key}: give the key in one of them")
+        if key in (k for k, _ in grids):
+            raise UsageError(f"--grid {key} is given twice: list all its values in one --grid {key}=V1,V2,...")
+        checked = []
+        for value in values:
+            config = apply_overrides(TrainConfig(), parse_set([f"{key}={value}"]), "--grid", env_id)
+            coerced = getattr(config, key)
+            if any(coerced == c for _, c in checked):
+                raise UsageError(f"--grid {key} repeats the value {format_value(coerced)}")
+            checked.append((value, coerced))
+        grids.append((key, checked))
+    return grids
+
+
+def grid_points(grids: list[tuple[str, list[tuple[str, Any]]]]) -> list[tuple[dict, list[str]]]:
+    """The cross product: ``[({key: value}, ["key=raw value", ...]), ...]``; one empty point without ``--grid``."""
+    keys = [key for key, _ in grids]
+    return [({k: coerced for k, (_, coerced) in zip(keys, combo)}, [f"{k}={raw}" for k, (raw, _) in zip(keys, combo)])
+            for combo in itertools.product(*(values for _, values in grids))]
+
+
+def run_name(variant: str, grid: dict, seed: int) -> str:
+    """``VARIANT_sSEED``, with ``_KEY-VALUE`` per grid key between (``unpruned_width_scale-0.25_s0``); characters
+    other than letters, digits and ``.+-`` in a value become ``_``."""
+    parts = [f"{k}-{re.sub(r'[^A-Za-z0-9.+-]', '_', format_value(v))}" for k, v in grid.items()]
+    return "_".join([variant, *parts, f"s{seed}"])
+
+
+def plan_runs(env_id: str, variants: list[str], points: list[tuple[dict, list[str]]], seeds: int, out: Path,
+              config_file: str | None = None, overrides: list[str] | None = None,
+              total_steps: int | None = None) -> list[dict]:
+    """One spec per (variant, grid point, seed), ``xinet`` first: a ``small`` spec names in ``after`` the run
+    directory of the ``xinet`` run (same seed and grid point) whose final widths it trains, at ``width_scale`` 1
+    where the grid has that key (``width_scale`` also multiplies the widths a ``small`` run takes)."""
+    names = [run_name("v", grid, 0) for grid, _ in points]
+    if len(set(names)) != len(names):
+        raise UsageError("two --grid points give the same run directory name: use distinct values")
+    specs = []
+    for variant in sorted(variants, key=lambda v: v != "xinet"):
+        for grid, sets in points:
+            for seed in range(seeds):
+                extra = list(overrides or []) + sets
+                if variant in VARIANTS:
+                    extra.append(f"variant={variant}")
+                after = None
+                if variant == "small":
+                    after = str(out / "runs" / run_name("xinet", grid, seed))
+                    extra.append(f"arch_from={after}")
+                    if "width_scale" in grid:  # the xinet run's widths are scaled already: train them as they are
+                        extra = [o for o in extra if not o.startswith("width_scale=")] + ["width_scale=1"]
+                specs.append({"env": env_id, "config": config_file, "overrides": extra, "total_steps": total_steps,
+                              "variant": variant, "seed": seed, "grid": grid, "after": after,
+                              "run_dir": str(out / "runs" / run_name(variant, grid, seed))})
+    return specs
 
 
 def check_address(address: str) -> None:
@@ -73,7 +170,13 @@ def check_address(address: str) -> None:
         raise UsageError(f"cannot reach a Ray cluster at {address}") from None
 
 
-def run_all(args, variants: list[str], out: Path) -> list[Path]:
+def run_all(args, specs: list[dict]) -> list[tuple[Path, dict]]:
+    """Train the specs on Ray (each ``small`` once its ``xinet`` run has finished); ``[(run dir, grid point)]``."""
+    planned = {spec["run_dir"] for spec in specs}
+    missing = [s for s in specs if s["after"] and s["after"] not in planned
+               and not (Path(s["after"]) / "summary.json").is_file()]
+    if missing:
+        raise UsageError("variant small needs the xinet runs of the same seeds (add xinet to --variants)")
     import ray
 
     if args.address:
@@ -83,47 +186,31 @@ def run_all(args, variants: list[str], out: Path) -> list[Path]:
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     remote = ray.remote(num_cpus=1)(train_run)
-    base = {"env": args.env, "config": args.config, "overrides": args.overrides, "total_steps": args.total_steps}
-
-    def spec(variant: str, seed: int) -> dict:
-        overrides = list(args.overrides)
-        if variant in VARIANTS:
-            overrides.append(f"variant={variant}")
-        if variant == "small":
-            overrides.append(f"arch_from={out / 'runs' / f'xinet_s{seed}'}")
-        return {**base, "overrides": overrides, "variant": variant, "seed": seed,
-                "run_dir": str(out / "runs" / f"{variant}_s{seed}")}
-
-    pending: dict[Any, tuple[str, int]] = {}
-    first = sorted((v for v in variants if v != "small"), key=lambda v: v != "xinet")  # small waits for xinet
-    for variant in first:
-        for seed in range(args.seeds):
-            pending[remote.remote(spec(variant, seed))] = (variant, seed)
-    waiting_small = set(range(args.seeds)) if "small" in variants else set()
-    if waiting_small and "xinet" not in variants:
-        for seed in list(waiting_small):
-            if (out / "runs" / f"xinet_s{seed}" / "summary.json").is_file():
-                pending[remote.remote(spec("small", seed))] = ("small", seed)
-                waiting_small.discard(seed)
-        if waiting_small:
-            raise UsageError("variant small needs the xinet runs of the same seeds (add xinet to --variants)")
-    done: list[Path] = []
+    waiting: dict[str, list[dict]] = {}  # xinet run directory -> the small specs that wait for it
+    pending: dict[Any, dict] = {}
+    for spec in specs:
+        if spec["after"] in planned:
+            waiting.setdefault(spec["after"], []).append(spec)
+        else:
+            pending[remote.remote(spec)] = spec
+    done: list[tuple[Path, dict]] = []
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
-        variant, seed = pending.pop(ready[0])
+        spec = pending.pop(ready[0])
         summary = ray.get(ready[0])
-        print(f"{PROG}: {variant} seed {seed}: return {summary['final_eval_return_mean']:.1f}, "
-              f"{summary['params_final']['deploy']} deployable parameters", flush=True)
-        done.append(out / "runs" / f"{variant}_s{seed}")
-        if variant == "xinet" and seed in waiting_small:
-            waiting_small.discard(seed)
-            pending[remote.remote(spec("small", seed))] = ("small", seed)
+        print(f"{PROG}: {series_name(spec['variant'], spec['grid'])} seed {spec['seed']}: return "
+              f"{summary['final_eval_return_mean']:.1f}, {summary['params_final']['deploy']} deployable parameters",
+              flush=True)
+        done.append((Path(spec["run_dir"]), spec["grid"]))
+        for follower in waiting.pop(spec["run_dir"], []):
+            pending[remote.remote(follower)] = follower
     ray.shutdown()
     return done
 
 
 def report(runs: list[RunRecord], out: Path) -> dict:
-    """``results.json``, ``report.md``, ``curves.png`` and ``return_vs_params.png`` for these runs."""
+    """``results.json``, ``report.md``, ``curves.png``, ``return_vs_params.png`` and the fronts
+    (``front_params.png``, ``front_flops.png``) for these runs, grouped by variant and grid point."""
     from xinet_rl.agents.sb3_reference import sb3_latency_ms
     from xinet_rl.agents.xisac import XiSAC
     from xinet_rl.cli.evaluate import inference_latency_ms
@@ -135,37 +222,42 @@ def report(runs: list[RunRecord], out: Path) -> dict:
     for run in runs:
         if run.variant == "sb3-sac":
             run.latency_ms = sb3_latency_ms(run.path)
-        else:
+        elif (run.path / "model.safetensors").is_file():  # without it (a deleted model) the latency is n/a
             model = XiSAC.load(run.path / "model.safetensors", device="cpu")
             obs = np.zeros(model.observation_space.shape, dtype=np.float32)
             run.latency_ms = inference_latency_ms(model, obs, deterministic=True)
+    groups = group_runs(runs)
     scores = score_matrices(runs)
     aggregates = iqm_and_mean(scores)
-    probabilities = improvement(scores, [("xinet", "small"), ("xinet", "unpruned")])
+    grids = {json.dumps(r.grid): r.grid for r in runs if r.variant == "xinet"}.values()
+    probabilities = improvement(scores, [(series_name("xinet", g), series_name(other, g))
+                                         for g in grids for other in ("small", "unpruned")])
     rows: dict[str, dict] = {}
-    for variant in scores:
-        group = [r for r in runs if r.variant == variant]
+    for name, group in groups.items():
 
         def mean_of(get):
             values = [get(r) for r in group]
             return None if any(v is None for v in values) else float(np.mean(values))
 
-        rows[variant] = {**aggregates[variant], "seeds": sorted(r.seed for r in group),
-                         "final_returns": [r.final_return for r in sorted(group, key=lambda r: r.seed)],
-                         "params_train": mean_of(lambda r: r.summary["params_final"]["train"]),
-                         "params_deploy": mean_of(lambda r: r.summary["params_final"]["deploy"]),
-                         "flops_update": mean_of(lambda r: (r.summary.get("flops_final") or {}).get("update")),
-                         "steps_per_second": mean_of(lambda r: r.summary["steps_per_second"]),
-                         "latency_ms": mean_of(lambda r: r.latency_ms),
-                         "total_steps": mean_of(lambda r: r.summary["total_steps"])}
+        rows[name] = {**aggregates[name], "variant": group[0].variant, "grid": group[0].grid,
+                      "seeds": [r.seed for r in group], "final_returns": [r.final_return for r in group],
+                      "params_train": mean_of(lambda r: r.summary["params_final"]["train"]),
+                      "params_deploy": mean_of(lambda r: r.summary["params_final"]["deploy"]),
+                      "flops_update": mean_of(lambda r: (r.summary.get("flops_final") or {}).get("update")),
+                      "steps_per_second": mean_of(lambda r: r.summary["steps_per_second"]),
+                      "latency_ms": mean_of(lambda r: r.latency_ms),
+                      "total_steps": mean_of(lambda r: r.summary["total_steps"])}
+    front = front_rows(runs, aggregates)
     curve_data = curves(runs)
-    results = {"env": env_id, "variants": rows, "probability_of_improvement": probabilities, "curves": curve_data,
-               "runs": [str(r.path) for r in runs]}
+    results = {"env": env_id, "variants": rows, "front": front, "probability_of_improvement": probabilities,
+               "curves": curve_data, "runs": [str(r.path) for r in runs]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plot_curves(curve_data, out / "curves.png", env_id)
     plot_return_vs_params(rows, out / "return_vs_params.png", env_id)
-    (out / "report.md").write_text(render_markdown(env_id, rows, probabilities))
+    plot_front(front, "params_deploy", out / "front_params.png", env_id, "deployable parameters")
+    plot_front(front, "train_flops_total", out / "front_flops.png", env_id, "training FLOPs (train_flops_total)")
+    (out / "report.md").write_text(render_markdown(env_id, rows, probabilities, front))
     return results
 
 
@@ -173,7 +265,12 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
-def render_markdown(env_id: str, rows: dict[str, dict], probabilities: dict[str, dict]) -> str:
+def _with_percent(text: str, percent: float | None) -> str:
+    return text if percent is None else f"{text} ({percent:.1f}%)"
+
+
+def render_markdown(env_id: str, rows: dict[str, dict], probabilities: dict[str, dict],
+                    front: list[dict] | None = None) -> str:
     lines = [f"# Comparison on {env_id}", "",
              "Final evaluation return per run (mean of the last deterministic evaluation); IQM and mean with 95% "
              "stratified-bootstrap intervals (rliable). Parameters, FLOPs, steps/s and latency are means over seeds.",
@@ -189,7 +286,24 @@ def render_markdown(env_id: str, rows: dict[str, dict], probabilities: dict[str,
         lines += ["", "| comparison | probability of improvement [95% CI] |", "|---|---|"]
         lines += [f"| P({k}) | {p['probability']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}] |"
                   for k, p in probabilities.items()]
+    if front:
+        lines += ["", "## Size and compute", "",
+                  "One row per variant and grid point. Percentages are of the unpruned agent at width_scale 1 with the "
+                  "same other grid keys, where the comparison has it; train_flops_total is the matmul FLOPs of all "
+                  "gradient updates (n/a for runs that do not record it).", "",
+                  "| variant | grid point | seeds | return mean [95% CI] | params deploy | params train | "
+                  "train_flops_total |", "|---|---|---|---|---|---|---|"]
+        for r in front:
+            flops = None if r["train_flops_total"] is None else f"{r['train_flops_total']:.3e}"
+            lines.append(f"| {r['variant']} | {r['grid_label'] or '-'} | {len(r['seeds'])} | {r['mean']:.1f} "
+                         f"[{r['mean_ci'][0]:.1f}, {r['mean_ci'][1]:.1f}] | "
+                         f"{_with_percent(_fmt(r['params_deploy']), r['params_deploy_pct'])} | "
+                         f"{_fmt(r['params_train'])} | "
+                         f"{_with_percent(flops or 'n/a', r['train_flops_total_pct'])} |")
     lines += ["", "![curves](curves.png)", "", "![return against parameters](return_vs_params.png)", ""]
+    if front:
+        lines += ["![return against deployable parameters](front_params.png)", "",
+                  "![return against training FLOPs](front_flops.png)", ""]
     return "\n".join(lines)
 
 
@@ -198,7 +312,10 @@ def main(argv: list[str] | None = None) -> None:
         args = build_parser().parse_args(argv)
         out = Path(args.out).resolve()  # Ray workers do not share this process's working directory
         if args.runs:
+            if args.grids:
+                raise UsageError("--grid trains runs; with --runs the grid points come from the run directories")
             runs = [read_run(p) for p in args.runs]
+            assign_grid_points(runs)
         else:
             if not args.env:
                 raise UsageError("--env is required (or give --runs DIR ...)")
@@ -208,13 +325,18 @@ def main(argv: list[str] | None = None) -> None:
             if unknown or not variants:
                 raise UsageError(f"unknown variant(s) {', '.join(unknown) or '(none)'}: choose from "
                                  f"{', '.join(ALL_VARIANTS)}")
-            probe = resolve_config(args.env, args.config, args.overrides, args.total_steps)  # bad keys fail here
-            del probe
-            run_dirs = run_all(args, variants, out)
-            runs = [read_run(p) for p in run_dirs]
+            points = grid_points(parse_grids(args.grids, args.overrides, args.total_steps, args.env))
+            for _, sets in points:  # bad keys and combinations fail here, before anything is written
+                resolve_config(args.env, args.config, args.overrides + sets, args.total_steps)
+            specs = plan_runs(args.env, variants, points, args.seeds, out, args.config, args.overrides,
+                              args.total_steps)
+            runs = []
+            for path, grid in run_all(args, specs):
+                runs.append(read_run(path))
+                runs[-1].grid = grid
         results = report(runs, out)
-        for variant, row in results["variants"].items():
-            print(f"{PROG}: {variant}: IQM {row['iqm']:.1f} [{row['iqm_ci'][0]:.1f}, {row['iqm_ci'][1]:.1f}], "
+        for name, row in results["variants"].items():
+            print(f"{PROG}: {name}: IQM {row['iqm']:.1f} [{row['iqm_ci'][0]:.1f}, {row['iqm_ci'][1]:.1f}], "
                   f"{_fmt(row['params_deploy'])} deployable parameters")
         print(f"{PROG}: wrote {out / 'report.md'}", file=sys.stderr)
         return 0

@@ -1,4 +1,5 @@
-"""A finished run as data: its variant, seed, final figures and evaluation curve, read from its directory."""
+"""A finished run as data: its variant, seed, grid point, final figures and evaluation curve, read from its
+directory."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from xinet_rl.config import TrainConfig
+
+GRID_FILE = "grid_point.json"  # written by xinet-compare --grid into each run directory: {key: value, ...}
 
 
 class RunError(ValueError):
@@ -23,10 +28,35 @@ class RunRecord:
     steps: list[int] = field(default_factory=list)
     returns: list[float] = field(default_factory=list)
     latency_ms: float | None = None
+    config: dict = field(default_factory=dict)  # the run's config.yaml
+    grid_file: dict | None = None  # the run's grid_point.json, where xinet-compare wrote one
+    grid: dict = field(default_factory=dict)  # its grid point: set by xinet-compare or by assign_grid_points
 
     @property
     def final_return(self) -> float:
         return float(self.summary["final_eval_return_mean"])
+
+    @property
+    def name(self) -> str:
+        """The series the run belongs to: its variant, and its grid point where it has one."""
+        return series_name(self.variant, self.grid)
+
+
+def format_value(value) -> str:
+    """A config value as a grid label shows it (``0.25``, ``64x64``, ``true``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "x".join(format_value(v) for v in value)
+    return str(value)
+
+
+def grid_label(grid: dict) -> str:
+    return ", ".join(f"{k}={format_value(v)}" for k, v in grid.items())
+
+
+def series_name(variant: str, grid: dict) -> str:
+    return f"{variant} ({grid_label(grid)})" if grid else variant
 
 
 def read_run(path: str | Path) -> RunRecord:
@@ -42,6 +72,36 @@ def read_run(path: str | Path) -> RunRecord:
             rows = [r for r in csv.DictReader(handle) if r.get("event", "eval") == "eval"]
         steps = [int(r["step"]) for r in rows]
         returns = [float(r["return_mean"]) for r in rows]
+        grid_file = json.loads((path / GRID_FILE).read_text()) if (path / GRID_FILE).is_file() else None
+        if grid_file is not None and not isinstance(grid_file, dict):
+            raise ValueError(f"{GRID_FILE} is not a mapping")
     except (OSError, ValueError, KeyError, yaml.YAMLError) as exc:
         raise RunError(f"{path}: unreadable run files ({type(exc).__name__}: {exc})") from None
-    return RunRecord(path, str(config.get("variant", "xinet")), int(summary["seed"]), summary, steps, returns)
+    return RunRecord(path, str(config.get("variant", "xinet")), int(summary["seed"]), summary, steps, returns,
+                     config=config, grid_file=grid_file)
+
+
+NOT_GRID_KEYS = {"env", "seed", "variant", "arch_from"}  # differ between runs of a comparison by construction
+
+
+def assign_grid_points(runs: list[RunRecord]) -> None:
+    """Each run's grid point, for runs that ``--runs`` names: the ``grid_point.json`` xinet-compare wrote where every
+    run of the variant has one, else the config keys whose values differ between the runs of the variant (a key
+    missing from an older run's ``config.yaml`` counts as its current default)."""
+    defaults = vars(TrainConfig())
+    by_variant: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        by_variant.setdefault(run.variant, []).append(run)
+    for group in by_variant.values():
+        if all(r.grid_file is not None for r in group):
+            for run in group:
+                run.grid = dict(run.grid_file)
+            continue
+        keys = sorted({k for r in group for k in r.config} - NOT_GRID_KEYS)
+
+        def value(run: RunRecord, key: str):
+            return run.config.get(key, defaults.get(key))
+
+        varying = [k for k in keys if len({json.dumps(value(r, k), sort_keys=True) for r in group}) > 1]
+        for run in group:
+            run.grid = {k: value(run, k) for k in varying}
