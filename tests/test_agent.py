@@ -145,3 +145,20 @@ def test_width_scale_builds_the_model_of_the_scaled_widths(gated):
     shapes = {k: v.shape for k, v in scaled.policy.state_dict().items()}
     assert shapes == {k: v.shape for k, v in direct.policy.state_dict().items()}
     assert scaled.policy.param_counts() == direct.policy.param_counts()
+
+
+def test_model_of_a_float32_env_runs_on_a_plain_gym_make_env(trained, tmp_path):
+    """A model trained on ``make_env`` (float32 observations) loads onto, predicts on and trains on the environment
+    as ``gym.make`` gives it (float64 observations), the observations cast at the policy's input."""
+    import gymnasium as gym
+
+    path = tmp_path / "model.safetensors"
+    trained.save(path)
+    env = gym.make("HalfCheetah-v4", max_episode_steps=50)
+    loaded = XiSAC.load(path, env=env, device="cpu")
+    assert loaded.observation_space.dtype == np.float64
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0],
+                                  trained.predict(obs.astype(np.float32), deterministic=True)[0])
+    loaded.learn(20, reset_num_timesteps=False)
+    assert loaded.num_timesteps == trained.num_timesteps + 20

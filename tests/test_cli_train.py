@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -18,17 +19,20 @@ ENV_ID = "HalfCheetah-v4"
 TOTAL_STEPS = 1100  # HalfCheetah episodes are 1000 steps: one episode ends, so the training logs are dumped once
 EVAL_FREQ = 500
 OVERRIDES = {"learning_starts": 150, "ofenet_pretrain_steps": 10, "batch_size": 32, "eval_freq": EVAL_FREQ,
-             "eval_episodes": 1, "buffer_size": 2000}
+             "eval_episodes": 1, "buffer_size": 2000, "checkpoint_freq": 1000}
 EVAL_COLUMNS = ["step", "event", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
                 "params_train", "params_deploy", "flops_update", "flops_env_step", "update_ms", "widths",
                 "train_flops_total"]
 NETWORKS = ["ofenet_state", "ofenet_state_action", "actor", "critic1", "critic2"]
 
 
-def run_train(args: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+UMASK = 0o027  # not the usual 022, so that a file with the permissions of the umask is told from a fixed 0644
+
+
+def run_train(args: list[str], cwd: Path, timeout: float = 180, umask: int = -1) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "xinet_rl.cli.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, umask=umask)
 
 
 # ----- end to end ------------------------------------------------------------------------------------------------------
@@ -37,10 +41,9 @@ def run(tmp_path_factory):
     """One short training run shared by the artifact tests: (completed process, run directory)."""
     cwd = tmp_path_factory.mktemp("train")
     out = cwd / "run"
-    args = ["--env", ENV_ID, "--total-steps", str(TOTAL_STEPS), "--no-progress", "--out", str(out), "--device", "cpu"]
-    for key, value in OVERRIDES.items():
-        args += ["--set", f"{key}={value}"]
-    proc = run_train(args, cwd)
+    args = ["--env", ENV_ID, "--total-steps", str(TOTAL_STEPS), "--no-progress", "--out", str(out), "--device", "cpu",
+            "--set", *[f"{key}={value}" for key, value in OVERRIDES.items()]]  # several pairs after one --set
+    proc = run_train(args, cwd, umask=UMASK)
     assert proc.returncode == 0, f"xinet-train failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
     return proc, out
 
@@ -59,6 +62,25 @@ def test_train_exits_cleanly_and_reports(run):
     assert str(out) in last
     names = {p.name for p in out.iterdir()}
     assert {"config.yaml", "evaluations.csv", "model.safetensors", "summary.json"} <= names
+
+
+def test_terminal_and_working_directory_stay_clean(run):
+    """No warning of any library, and nothing but the run directory in the working directory (MuJoCo writes
+    MUJOCO_LOG.TXT there by default)."""
+    proc, out = run
+    assert proc.stderr == "", f"unexpected output on stderr:\n{proc.stderr[-4000:]}"
+    assert proc.stdout.strip().count("\n") == 0, proc.stdout  # the closing line only
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+def test_run_files_get_the_permissions_of_the_umask(run):
+    _, out = run
+    paths = [out, *out.rglob("*")]
+    assert {p.name for p in paths} >= {"config.yaml", "summary.json", "model.safetensors", "evaluations.csv",
+                                       "state.safetensors", "manifest.json"}
+    for path in paths:
+        expected = (0o777 if path.is_dir() else 0o666) & ~UMASK
+        assert stat.S_IMODE(path.stat().st_mode) == expected, f"{path}: {oct(path.stat().st_mode)}"
 
 
 def test_config_yaml_is_resolved(run):
@@ -91,8 +113,9 @@ def test_tensorboard_events_hold_training_and_gate_logs(run):
         assert tag in scalars, f"scalar {tag} missing; have {sorted(scalars)}"
     histograms = [t for t in tags["histograms"] if t.startswith("gates/pi/")]
     assert histograms, f"no gates/pi/ histogram; have {sorted(tags['histograms'])}"
-    # eval/mean_reward is logged at each periodic evaluation, at the step it ran
-    assert [e.step for e in acc.Scalars("eval/mean_reward")] == list(range(EVAL_FREQ, TOTAL_STEPS + 1, EVAL_FREQ))
+    # eval/mean_reward is logged at each periodic evaluation, at the step it ran, and at the final one
+    assert [e.step for e in acc.Scalars("eval/mean_reward")] == [*range(EVAL_FREQ, TOTAL_STEPS + 1, EVAL_FREQ),
+                                                                 TOTAL_STEPS]
     for e in acc.Scalars("train/critic_loss"):
         assert np.isfinite(e.value)
     assert 0 < acc.Scalars("params/expected_train")[-1].value <= 652198
@@ -195,6 +218,16 @@ BAD_INPUT = [
                  ["width_scale", "positive", "0"], id="zero-width-scale"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "pi_lr=abc"],
                  ["pi_lr", "number", "abc"], id="non-numeric-pi-lr"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set"],
+                 ["--set", "expected at least one argument"], id="set-without-pairs"),
+    pytest.param(lambda d: ["--env", "HalfCheetah-v3"],
+                 ["HalfCheetah-v3", "registered but cannot be made here", "gymnasium-robotics", "HalfCheetah-v5"],
+                 id="registered-env-needing-mujoco-py"),
+    pytest.param(lambda d: ["--env", "BipedalWalker-v3"],
+                 ["BipedalWalker-v3", "registered but cannot be made here", "Box2D"],
+                 id="registered-env-needing-box2d"),
+    pytest.param(lambda d: ["--env", "CartPole-v1"],
+                 ["CartPole-v1", "needs Box observation and action spaces", "Discrete actions"], id="discrete-env"),
     pytest.param(lambda d: ["--env", ENV_ID, "--total-steps", "-3"],
                  ["--total-steps", "-3", "non-negative"], id="negative-total-steps"),
     pytest.param(lambda d: ["--env", ENV_ID, "--config", "missing.yaml"],
@@ -221,3 +254,94 @@ def test_bad_input_fails_in_one_line_and_leaves_nothing(tmp_path, make_args, wor
     assert not out.exists(), "a run directory was left behind"
     # nothing else was created either (no default runs/ directory): only the config files this test wrote
     assert {p.name for p in tmp_path.iterdir()} <= {"broken.yaml", "typo.yaml"}
+
+
+def test_resume_of_a_run_whose_environment_cannot_be_made_here(tmp_path):
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.yaml").write_text("env: BipedalWalker-v3\nseed: 0\n")
+    proc = run_train(["--resume", str(run), "--no-progress"], tmp_path, timeout=60)
+    assert proc.returncode == 2, proc.stderr[-4000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "registered but cannot be made here" in lines[0], proc.stderr
+    assert [p.name for p in tmp_path.rglob("*")] == ["old", "config.yaml"]
+
+
+# ----- the command lines -----------------------------------------------------------------------------------------------
+def _parsers():
+    from xinet_rl.cli import bench, compare, evaluate, export, train
+
+    return {"xinet-train": train.build_parser(), "xinet-eval": evaluate.build_parser(),
+            "xinet-export": export.build_parser(), "xinet-bench": bench.build_parser(),
+            "xinet-compare": compare.build_parser()}
+
+
+@pytest.mark.parametrize("prog", ["xinet-train", "xinet-eval", "xinet-export", "xinet-bench", "xinet-compare"])
+def test_version_and_help_of_every_command(prog, capsys):
+    from importlib.metadata import version
+
+    parser = _parsers()[prog]
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"{prog} {version('xinet-rl')}"
+    text = " ".join(parser.format_help().split())
+    assert "``" not in text and ":func:" not in text  # no raw reST markup in the description
+    for action in parser._actions:
+        if not action.option_strings:
+            assert action.help, f"{prog} {action.dest}: no help"
+            continue
+        name = action.option_strings[-1]
+        assert action.help and action.help.strip(), f"{prog} {name}: no help text"
+        default = action.default
+        if default is None or default is False or default == [] or name in ("--help", "--version"):
+            continue
+        shown = " ".join(f"(default: {default})".split())
+        assert shown in text, f"{prog} {name}: default {default!r} not shown in --help"
+
+
+def test_set_takes_several_pairs_after_one_flag_and_repeated_flags():
+    from xinet_rl.cli.train import build_parser
+
+    args = build_parser().parse_args(["--set", "batch_size=64", "gamma=0.98", "--env", ENV_ID, "--set", "tau=0.01",
+                                      "--no-progress"])
+    assert args.overrides == ["batch_size=64", "gamma=0.98", "tau=0.01"]
+    assert args.env == ENV_ID and args.no_progress
+
+
+# ----- environments ----------------------------------------------------------------------------------------------------
+def test_float64_observations_become_float32_without_a_warning():
+    import warnings
+
+    import gymnasium as gym
+
+    from xinet_rl.envs import make_env
+    from xinet_rl.envs.make import Float32Observation
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = make_env(ENV_ID, seed=0)
+        wrapped = Float32Observation(gym.wrappers.TransformObservation(
+            env.unwrapped, lambda o: o, gym.spaces.Box(np.array([0.1, -np.inf, -1e300]), np.array([0.3, 2.0, 1e300]),
+                                                       dtype=np.float64)))
+    assert env.observation_space.dtype == np.float32 and env.reset(seed=0)[0].dtype == np.float32
+    space = wrapped.observation_space
+    assert space.dtype == np.float32 and space.low.dtype == np.float32 and space.high.dtype == np.float32
+    assert space.low[0] <= 0.1 and space.high[0] >= 0.3  # rounded outwards: the float64 bounds stay inside
+    assert space.low[1] == -np.inf and space.high[1] == 2.0 and space.low[2] == -np.inf and space.high[2] == np.inf
+    env.close()
+
+
+def test_known_third_party_noise_is_filtered_narrowly():
+    import warnings
+
+    from xinet_rl.cli.common import filter_known_noise
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filter_known_noise()
+        message = "random_state is deprecated and will be removed in a future version."
+        warnings.warn_explicit(message, FutureWarning, "base.py", 1, module="arch.bootstrap.base")
+        warnings.warn_explicit(message, FutureWarning, "other.py", 1, module="other")
+        warnings.warn_explicit("something else", FutureWarning, "base.py", 2, module="arch.bootstrap.base")
+    assert [(str(w.message), w.filename) for w in caught] == [(message, "other.py"), ("something else", "base.py")]

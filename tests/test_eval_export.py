@@ -40,9 +40,10 @@ def pruned_run(tmp_path_factory):
     return run
 
 
-def test_eval_json_agrees_with_evaluate_policy(pruned_run):
-    proc = cli("evaluate", pruned_run, "--episodes", 2, "--seed", 3, "--json")
+def test_eval_json_agrees_with_evaluate_policy(pruned_run, tmp_path):
+    proc = cli("evaluate", pruned_run, "--episodes", 2, "--seed", 3, "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-1500:]
+    assert proc.stderr == "" and not list(tmp_path.iterdir())  # no warning, nothing written (no MUJOCO_LOG.TXT)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     model = XiSAC.load(pruned_run / "model.safetensors", device="cpu")
     returns, lengths = evaluate_policy(model, Monitor(make_env("HalfCheetah-v4", seed=3)), n_eval_episodes=2,
@@ -57,8 +58,9 @@ def test_eval_json_agrees_with_evaluate_policy(pruned_run):
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_round_trip(pruned_run, tmp_path, fmt):
     out = tmp_path / f"policy.{fmt}"
-    proc = cli("export", pruned_run, "--format", fmt, "--out", out)
+    proc = cli("export", pruned_run, "--format", fmt, "--out", out, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-1500:]
+    assert proc.stderr == "" and [p.name for p in tmp_path.iterdir()] == [out.name]
     assert "max |exported - PyTorch|" in proc.stdout
     model = XiSAC.load(pruned_run / "model.safetensors", device="cpu")
     obs = np.random.default_rng(0).normal(size=(64, 17)).astype(np.float32)
@@ -113,6 +115,7 @@ def test_sac_variant_has_no_ofenet(tmp_path):
 @pytest.mark.parametrize("module,args,message", [
     ("evaluate", ["/nonexistent/run"], "no such run directory or model file"),
     ("evaluate", ["EMPTY"], "has no model.safetensors"),
+    ("evaluate", ["RUN", "--env", "BipedalWalker-v3"], "registered but cannot be made here: Box2D"),
     ("export", ["/nonexistent/model.safetensors", "--format", "onnx"], "no such run directory"),
     ("export", ["RUN", "--format", "tflite"], "invalid choice"),
     ("train", ["--env", "HalfCheetah-v4", "--variant", "tiny"], "invalid choice"),

@@ -5,6 +5,7 @@ import os
 import pickle
 import random
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from xinet_rl import XiSAC
@@ -20,6 +22,7 @@ from xinet_rl.checkpoint import CheckpointError, checkpoint_dirs, read_checkpoin
 from xinet_rl.io import ModelFileError
 
 SUPPORT = Path(__file__).parent / "support"
+UMASK = 0o027  # not the usual 022, so that the permissions of the umask are told from a fixed 0644
 SMALL = ["--set", "learning_starts=300", "--set", "ofenet_pretrain_steps=20", "--set", "batch_size=32",
          "--set", "buffer_size=5000", "--set", "ofenet_layers=2", "--set", "ofenet_units=8",
          "--set", "actor_widths=[32,32]", "--set", "critic_widths=[32,32]", "--set", "eval_episodes=1",
@@ -28,12 +31,24 @@ SMALL = ["--set", "learning_starts=300", "--set", "ofenet_pretrain_steps=20", "-
          "--device", "cpu"]
 
 
-def xinet_train(*args, cwd=None, timeout=600, background=False):
+def xinet_train(*args, cwd=None, timeout=600, background=False, umask=-1, **popen):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SUPPORT)}
     cmd = [sys.executable, "-m", "xinet_rl.cli.train", *map(str, args)]
     if background:
-        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.Popen(cmd, cwd=cwd, env=env, text=True, umask=umask,
+                                **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen})
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, umask=umask)
+
+
+def wait_for_first_evaluation(run, proc, timeout=300):
+    """Readiness: an evaluation row is written during training, after the signal handlers are installed."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        csv_file = run / "evaluations.csv"
+        if csv_file.exists() and ",eval," in csv_file.read_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no evaluation row within {timeout} s (exit code {proc.poll()})")
 
 
 def eval_rows(run_dir):
@@ -45,16 +60,25 @@ def eval_rows(run_dir):
 
 def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
     """Run A goes 0 -> 1500 in one go. Run B stops at 900, resumes from its checkpoint at 600 and goes on to 1500.
-    Updates, gates, pruning, replay samples, exploration and evaluations must all be identical."""
+    Updates, gates, pruning, replay samples, exploration and evaluations must all be identical. Run B's files, those
+    rewritten by the resume included, get the permissions of its umask, and its config.yaml the new total."""
     common = ["--env", "HalfCheetah-v4", *SMALL, "--set", "checkpoint_freq=600", "--set", "eval_freq=500"]
     a, b = tmp_path / "a", tmp_path / "b"
     first = xinet_train(*common, "--total-steps", 1500, "--out", a)
     assert first.returncode == 0, first.stderr[-1500:]
-    part = xinet_train(*common, "--total-steps", 900, "--out", b)
+    part = xinet_train(*common, "--total-steps", 900, "--out", b, umask=UMASK)
     assert part.returncode == 0, part.stderr[-1500:]
     assert [p.name for p in checkpoint_dirs(b)] == ["step_0000000600"]
-    resumed = xinet_train("--resume", b, "--total-steps", 1500, "--no-progress", "--device", "cpu")
+    assert yaml.safe_load((b / "config.yaml").read_text())["total_steps"] == 900
+    resumed = xinet_train("--resume", b, "--total-steps", 1500, "--no-progress", "--device", "cpu", umask=UMASK)
     assert resumed.returncode == 0, resumed.stderr[-1500:]
+    config = yaml.safe_load((b / "config.yaml").read_text())
+    assert config["total_steps"] == 1500  # the new total is recorded, the rest of the file kept
+    assert {k: v for k, v in config.items() if k != "total_steps"} == {
+        k: v for k, v in yaml.safe_load((a / "config.yaml").read_text()).items() if k != "total_steps"}
+    for path in [b, *b.rglob("*")]:
+        expected = (0o777 if path.is_dir() else 0o666) & ~UMASK
+        assert stat.S_IMODE(path.stat().st_mode) == expected, f"{path}: {oct(path.stat().st_mode)}"
     state_a = load_file(str(a / "model.safetensors"))
     state_b = load_file(str(b / "model.safetensors"))
     assert state_a.keys() == state_b.keys()
@@ -98,10 +122,7 @@ def test_sigterm_checkpoints_and_resumes(tmp_path):
     run = tmp_path / "run"
     proc = xinet_train("--env", "HalfCheetah-v4", *SMALL, "--set", "checkpoint_freq=0", "--set", "eval_freq=500",
                        "--total-steps", 2000, "--out", run, background=True)
-    deadline = time.time() + 300
-    while not (run / "evaluations.csv").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(3)
+    wait_for_first_evaluation(run, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err[-1500:]
@@ -109,6 +130,32 @@ def test_sigterm_checkpoints_and_resumes(tmp_path):
     resumed = xinet_train("--resume", run, "--no-progress", "--device", "cpu")
     assert resumed.returncode == 0, resumed.stderr[-1500:]
     assert json.loads((run / "summary.json").read_text())["total_steps"] == 2000
+
+
+def test_sighup_from_a_closed_terminal_checkpoints(tmp_path):
+    """Closing the terminal: the run's terminal hangs up, then SIGHUP arrives. A checkpoint is written and the run
+    stops with 128 + SIGHUP, its output (the closing message included) going nowhere instead of failing."""
+    import pty
+
+    run = tmp_path / "run"
+    master, terminal = pty.openpty()
+    try:
+        proc = xinet_train("--env", "HalfCheetah-v4", *SMALL, "--set", "checkpoint_freq=0", "eval_freq=500",
+                           "--total-steps", 3000, "--out", run, background=True, stdin=terminal, stdout=terminal,
+                           stderr=terminal)
+    finally:
+        os.close(terminal)
+    try:
+        wait_for_first_evaluation(run, proc)
+    finally:
+        os.close(master)  # the terminal is closed: writing to it now fails with EIO
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=120) == 128 + signal.SIGHUP
+    [checkpoint] = checkpoint_dirs(run)
+    read_checkpoint(checkpoint)
+    steps = [int(r["step"]) for r in eval_rows(run) if r["event"] == "eval"]
+    assert 500 <= steps[-1] <= int(checkpoint.name.split("_")[1]) < 3000
+    assert not (run / "summary.json").exists()
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any, Callable
@@ -122,7 +124,9 @@ class Evaluate(BaseCallback):
     a resume), written to ``evaluations.csv``, TensorBoard (``eval/``) and the progress bar.
 
     It runs at the start of a rollout, after the update of the step just taken, so the row for step ``S`` describes
-    the model a checkpoint at ``S`` holds (and the one a run of ``S`` steps ends with)."""
+    the model a checkpoint at ``S`` holds (and the one a run of ``S`` steps ends with). When training reaches its
+    total it also evaluates the final policy (unless the last step was just evaluated), so that the final evaluation
+    reaches TensorBoard and the progress bar too; a run stopped early (a signal) is not evaluated there."""
 
     def __init__(self, eval_env: gym.Env, every: int, episodes: int, table: EvaluationsCSV,
                  progress: "ProgressBar | None" = None) -> None:
@@ -135,22 +139,55 @@ class Evaluate(BaseCallback):
     def _on_rollout_start(self) -> None:
         step = self.model.num_timesteps
         if self.every > 0 and step > 0 and step % self.every == 0 and step != self.table.last_eval_step:
-            self.num_timesteps = step
-            returns, lengths = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.episodes,
-                                               deterministic=True, return_episode_rewards=True)
-            row = self.table.append_eval(self.num_timesteps, np.asarray(returns), self.model)
-            self.logger.record("eval/mean_reward", row["return_mean"])
-            if "train_flops_total" in row:
-                self.logger.record("eval/train_flops_total", row["train_flops_total"])
-            self.logger.record("eval/return_std", row["return_std"])
-            self.logger.record("eval/mean_ep_length", float(np.mean(lengths)))
-            self.logger.dump(self.num_timesteps)
-            if self.progress is not None:
-                self.progress.latest_return = row["return_mean"]
+            self.evaluate(step)
+
+    def _on_training_end(self) -> None:
+        step = self.model.num_timesteps
+        if step >= self.model._total_timesteps and step != self.table.last_eval_step:
+            self.evaluate(step)
+
+    def evaluate(self, step: int) -> dict:
+        """Evaluate the model now, as the policy of ``step``: the row of ``evaluations.csv`` (returned), the
+        ``eval/`` scalars of TensorBoard and the progress bar."""
+        self.num_timesteps = step
+        returns, lengths = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.episodes,
+                                           deterministic=True, return_episode_rewards=True)
+        row = self.table.append_eval(step, np.asarray(returns), self.model)
+        self.logger.record("eval/mean_reward", row["return_mean"])
+        if "train_flops_total" in row:
+            self.logger.record("eval/train_flops_total", row["train_flops_total"])
+        self.logger.record("eval/return_std", row["return_std"])
+        self.logger.record("eval/mean_ep_length", float(np.mean(lengths)))
+        self.logger.dump(step)
+        if self.progress is not None:
+            self.progress.evaluated(step, row["return_mean"])
+        return row
+
+
+# SIGHUP: the terminal was closed (or the session ended); it stops a run like SIGTERM does, with a checkpoint
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def detach_from_closed_terminal() -> None:
+    """Point stdout and stderr at ``os.devnull`` where they are a terminal that has hung up (it refuses even an
+    empty write, with EIO; it no longer even passes ``isatty``), so that the progress bar and the closing message
+    cannot turn a SIGHUP into a crash. Files and pipes are left alone."""
+    devnull = None
+    for fd in (1, 2):
+        try:
+            os.write(fd, b"")
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                continue
+            if devnull is None:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+    if devnull is not None:
+        os.close(devnull)
 
 
 class Checkpoints(BaseCallback):
-    """Checkpoint every ``every`` steps and when SIGINT or SIGTERM arrives, then stop.
+    """Checkpoint every ``every`` steps and when SIGINT, SIGTERM or SIGHUP arrives, then stop.
 
     Checkpoints are taken at the start of a rollout, after the previous step's transition is stored and its update
     done, so that a resumed run continues exactly where the checkpoint left off.
@@ -166,11 +203,14 @@ class Checkpoints(BaseCallback):
 
     def _on_training_start(self) -> None:
         self.last_step = self.model.num_timesteps
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.signal = signum
+        if signum == getattr(signal, "SIGHUP", None):
+            detach_from_closed_terminal()
+        if self.signal is None:  # the first signal names the stop
+            self.signal = signum
 
     def _on_rollout_start(self) -> None:
         step = self.model.num_timesteps
@@ -185,29 +225,111 @@ class Checkpoints(BaseCallback):
         return not self.stopping
 
     def _on_training_end(self) -> None:
+        # a signal during the last update or the final evaluation still gets the checkpoint it was promised
+        if self.signal is not None and self.last_step != self.model.num_timesteps:
+            self.model.save_checkpoint(self.run_dir, self.keep, self.extra() if self.extra else None)
+            self.last_step = self.model.num_timesteps
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
 class ProgressBar(BaseCallback):
-    """Steps, steps/s, ETA and the latest evaluation return."""
+    """The progress of a run on stderr, one bar per phase, each with its own count, rate and ETA, so that neither
+    the fast steps of random actions nor OFENet's pre-training (during which no step is taken) distorts the rate of
+    training or its ETA:
 
-    def __init__(self, total: int) -> None:
+    - ``random actions``: the steps until ``learning_starts``;
+    - ``OFENet pre-training``: its ``ofenet_pretrain_steps`` updates, made in the agent's first ``train`` call (the
+      agent calls :meth:`pretrain_update` after each one: the bar sets itself as the agent's ``pretrain_hook`` for
+      the length of ``learn``);
+    - ``training``: the steps to the total.
+
+    Each bar also shows the latest evaluation (the final one too, which :class:`Evaluate` makes when training
+    reaches its total) and the deployable and training parameter counts, read again at each pruning event.
+    """
+
+    PHASES = {"random": "random actions", "pretrain": "OFENet pre-training", "training": "training"}
+
+    def __init__(self, total: int, file: Any = None) -> None:
         super().__init__()
-        self.total = total
-        self.latest_return: float | None = None
+        self.total, self.file = total, file
         self.bar: tqdm | None = None
+        self.phase: str | None = None
+        self.latest_return: float | None = None
+        self.latest_step: int | None = None
+        self.params: dict[str, int] | None = None
+        self._events = 0
+
+    def _open(self, phase: str, total: int, initial: int, unit: str) -> None:
+        """Close the bar of the phase that ended and open a fresh one: its rate and ETA count from now."""
+        if self.bar is not None:
+            self.bar.close()
+        self.phase = phase
+        self.bar = tqdm(total=total, initial=initial, unit=unit, desc=self.PHASES[phase], dynamic_ncols=True,
+                        file=self.file)
+        self._show()
+
+    def _show(self) -> None:
+        parts = []
+        if self.latest_return is not None:
+            parts.append(f"eval {self.latest_return:.1f} @{self.latest_step}")
+        if self.params is not None:
+            parts.append(f"params deploy {self.params['deploy']:,} train {self.params['train']:,}")
+        if self.bar is not None and parts:
+            self.bar.set_postfix_str(" | ".join(parts))
+
+    def _read_params(self) -> None:
+        counts = getattr(self.model.policy, "param_counts", None)
+        self.params = dict(counts()) if counts is not None else sb3_param_counts(self.model)
 
     def _on_training_start(self) -> None:
-        self.bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step", dynamic_ncols=True)
+        self._events = len(getattr(self.model, "prune_events", ()))
+        self._read_params()
+        random_steps = min(int(getattr(self.model, "learning_starts", 0)), self.total)
+        if self.num_timesteps < random_steps:
+            self._open("random", random_steps, self.num_timesteps, "step")
+        else:
+            self._open("training", self.total, self.num_timesteps, "step")
+        if hasattr(self.model, "pretrain_hook"):
+            self.model.pretrain_hook = self.pretrain_update
+
+    def pretrain_update(self, done: int, due: int) -> None:
+        """Called by the agent after each of its ``due`` pre-training updates (``done`` so far)."""
+        if self.phase != "pretrain":
+            if self.bar is not None and self.phase == "training":
+                self.bar.leave = False  # opened before pre-training began (learning_starts 0, or a resume)
+            self._open("pretrain", due, 0, "update")
+        assert self.bar is not None
+        self.bar.update(done - self.bar.n)
+        if done >= due:
+            self._open("training", self.total, self.model.num_timesteps, "step")
+
+    def evaluated(self, step: int, return_mean: float) -> None:
+        """Show the return of the evaluation of the policy of ``step``."""
+        self.latest_return, self.latest_step = float(return_mean), int(step)
+        self._show()
+
+    def _on_rollout_start(self) -> None:
+        if self.phase == "random" and self.model.num_timesteps > getattr(self.model, "learning_starts", 0):
+            self._open("training", self.total, self.model.num_timesteps, "step")  # no pre-training came
 
     def _on_step(self) -> bool:
         assert self.bar is not None
-        self.bar.update(self.num_timesteps - self.bar.n)
-        if self.latest_return is not None and self.num_timesteps % 100 == 0:
-            self.bar.set_postfix(eval_return=f"{self.latest_return:.1f}", refresh=False)
+        step = min(self.num_timesteps, self.bar.total) if self.phase == "random" else self.num_timesteps
+        if step != self.bar.n:
+            self.bar.update(step - self.bar.n)
+        events = getattr(self.model, "prune_events", None)
+        if events is not None and len(events) != self._events:  # a pruning event: the counts changed
+            self._events = len(events)
+            self._read_params()
+            self._show()
         return True
 
     def _on_training_end(self) -> None:
+        if getattr(self.model, "pretrain_hook", None) == self.pretrain_update:
+            self.model.pretrain_hook = None
         if self.bar is not None:
+            self.num_timesteps = self.model.num_timesteps
+            self._on_step()  # the last step, and the pruning events of the last update
             self.bar.close()
+            self.bar = None

@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from stable_baselines3.common.monitor import Monitor
 
 from xinet_rl.io import ModelFileError
@@ -138,7 +138,9 @@ def write_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor],
     tmp = root / f".tmp_step_{step:010d}_{os.getpid()}"
     tmp.mkdir()
     try:
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+        # safetensors' save_file creates its file 0600; written here, the file gets the umask's permissions
+        (tmp / "state.safetensors").write_bytes(save({k: v.detach().cpu().contiguous().clone()
+                                                      for k, v in tensors.items()}))
         np.savez(tmp / "replay.npz", **arrays)
         np.savez(tmp / "env.npz", **env_arrays)
         (tmp / "meta.json").write_text(json.dumps({"format": CHECKPOINT_FORMAT, **meta}))

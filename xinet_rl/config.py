@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,11 @@ import yaml
 
 class ConfigError(ValueError):
     """A user mistake in a configuration: the message is shown as is, and the command exits with code 2."""
+
+
+class UnknownKeyError(ConfigError, TypeError):
+    """A key that is not a config key. Also a ``TypeError``: for ``XiSAC(..., key=value)`` it is an unexpected keyword
+    argument, which Python reports as a ``TypeError``."""
 
 
 @dataclass
@@ -33,6 +38,10 @@ class AgentConfig:
     learning_starts: int = 10_000
     ofenet_pretrain_steps: int = 10_000
     batch_size: int = 256
+    # SB3's train_freq and gradient_steps: every train_freq environment steps (of the vectorized env: n_envs
+    # transitions each) run gradient_steps updates; gradient_steps -1: as many as transitions collected
+    train_freq: int = 1
+    gradient_steps: int = 1
     tau: float = 0.005
     gamma: float = 0.99
     ent_coef_init: float = 1.0
@@ -69,18 +78,20 @@ class TrainConfig(AgentConfig):
     log_interval: int = 1  # episodes between TensorBoard/console dumps
     variant: str = "xinet"  # xinet | unpruned (no gates) | small (final widths of arch_from, no gates) | sac (no OFENet)
     arch_from: str = ""  # run directory or model file whose final widths the `small` variant trains from scratch
-    checkpoint_freq: int = 10_000  # steps between checkpoints (0: only on SIGINT/SIGTERM)
+    checkpoint_freq: int = 10_000  # steps between checkpoints (0: only on SIGINT/SIGTERM/SIGHUP)
     keep_checkpoints: int = 2  # newest checkpoints kept
 
 
 AGENT_KEYS = {f.name for f in fields(AgentConfig)}
+_AGENT_ORDER = [f.name for f in fields(AgentConfig)]
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}
 VARIANTS = ("xinet", "unpruned", "small", "sac")
 _CHOICES = {"gate_estimator": ("curvature", "straight_through"), "variant": VARIANTS}
 _UNIT_INTERVAL = {"deploy_cost_mix", "pi_init", "tau", "gamma", "loss_scale_decay"}
-_POSITIVE = {"width_scale", "batch_size", "buffer_size", "ofenet_units", "total_steps", "eval_freq", "eval_episodes", "learning_rate",
-             "ofenet_lr", "pi_lr", "pi_update_every", "ent_coef_init", "log_interval", "prune_interval",
-             "prune_patience", "min_units", "keep_checkpoints"}
+_POSITIVE = {"width_scale", "batch_size", "buffer_size", "ofenet_units", "total_steps", "eval_freq", "eval_episodes",
+             "learning_rate", "ofenet_lr", "pi_lr", "pi_update_every", "ent_coef_init", "log_interval", "prune_interval",
+             "prune_patience", "min_units", "keep_checkpoints", "train_freq"}
+_BELOW_ONE = {"prune_eps"}  # π never exceeds 1: prune_eps 1 would count every unit as at 0
 
 
 def _close(word: str, options: list[str]) -> str:
@@ -90,6 +101,13 @@ def _close(word: str, options: list[str]) -> str:
 
 def _coerce(key: str, value: Any) -> Any:
     kind = _TYPES[key]
+    if key == "train_freq" and isinstance(value, (list, tuple)) and len(value) == 2:  # SB3's (n, unit) form
+        unit = getattr(value[1], "value", value[1])  # or SB3's TrainFreq, whose unit is an enum
+        if unit == "step":
+            value = value[0]
+        elif unit == "episode":
+            raise ConfigError(f"config key 'train_freq' counts environment steps; SB3's unit 'episode' is not "
+                              f"supported, got {value!r}")
     try:
         if kind == "bool":
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
@@ -137,12 +155,19 @@ def _describe(kind: str) -> str:
 
 def _check_range(key: str, value: Any) -> None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if key == "gradient_steps":
+            if value < -1:
+                raise ConfigError(f"config key '{key}' must be at least 0, or -1 (one update per transition "
+                                  f"collected), got {value}")
+            return
         if value < 0:
             raise ConfigError(f"config key '{key}' must not be negative, got {value}")
         if key in _POSITIVE and value == 0:
             raise ConfigError(f"config key '{key}' must be positive, got {value}")
         if key in _UNIT_INTERVAL and value > 1:
             raise ConfigError(f"config key '{key}' must lie in [0, 1], got {value}")
+        if key in _BELOW_ONE and value >= 1:
+            raise ConfigError(f"config key '{key}' must lie in [0, 1), got {value}")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise ConfigError(f"config key '{key}' must be one of {', '.join(_CHOICES[key])}, got {value!r}")
 
@@ -151,13 +176,52 @@ def apply_overrides(config: TrainConfig, values: dict[str, Any], source: str, en
     """Validate ``values`` (from ``source``, named in errors) and set them on ``config``."""
     for key, value in values.items():
         if key not in _TYPES:
-            raise ConfigError(f"unknown config key '{key}' in {source}{_close(str(key), sorted(_TYPES))}")
+            raise UnknownKeyError(f"unknown config key '{key}' in {source}{_close(str(key), sorted(_TYPES))}")
         if key == "aux_target_dim" and isinstance(value, dict):
             value = _per_version(value, env_id, source)
-        value = _coerce(key, value)
-        _check_range(key, value)
-        setattr(config, key, value)
+        setattr(config, key, checked_value(key, value))
     return config
+
+
+def checked_value(key: str, value: Any) -> Any:
+    """``value`` of config key ``key`` converted to the key's type and checked against its range (the message of a
+    bad one names the key, the rule and the value)."""
+    value = _coerce(key, value)
+    _check_range(key, value)
+    return value
+
+
+def check_consistency(config: AgentConfig) -> None:
+    """Settings that are each valid but contradict each other (:class:`ConfigError`, before anything is written)."""
+    if config.buffer_size < config.batch_size:
+        raise ConfigError(f"config keys 'buffer_size' ({config.buffer_size}) and 'batch_size' ({config.batch_size}) "
+                          f"contradict each other: the replay buffer must hold at least one minibatch")
+    if isinstance(config, TrainConfig) and config.eval_freq % config.train_freq:
+        raise ConfigError(f"config keys 'eval_freq' ({config.eval_freq}) and 'train_freq' ({config.train_freq}) "
+                          f"contradict each other: evaluations fall between training phases, so eval_freq must be "
+                          f"a multiple of train_freq")
+
+
+def agent_config(config: AgentConfig | None = None, overrides: dict[str, Any] | None = None,
+                 source: str = "XiSAC's keyword arguments", check_config: bool = True) -> AgentConfig:
+    """``config`` (default :class:`AgentConfig`) with ``overrides``, checked as ``--set`` values are: unknown keys
+    (:class:`UnknownKeyError`), then each value (type and range), then the keys against each other, with the
+    command line's messages. ``check_config=False`` checks only ``overrides`` (a configuration read back from a
+    model file). A new object; ``config`` is not changed."""
+    if config is None:
+        config = AgentConfig()
+    elif not isinstance(config, AgentConfig):
+        raise TypeError(f"config must be an AgentConfig, got {type(config).__name__}")
+    overrides = dict(overrides or {})
+    for key in overrides:
+        if key not in AGENT_KEYS:
+            raise UnknownKeyError(f"unknown config key '{key}' in {source}{_close(str(key), sorted(AGENT_KEYS))}")
+    merged = replace(config, **{k: checked_value(k, v) for k, v in overrides.items()})
+    if check_config:
+        for key in _AGENT_ORDER:
+            setattr(merged, key, checked_value(key, getattr(merged, key)))
+        check_consistency(merged)
+    return merged
 
 
 def _per_version(mapping: dict, env_id: str | None, source: str) -> Any:
@@ -225,7 +289,9 @@ def resolve_config(env_id: str, config_file: str | None = None, overrides: list[
         apply_overrides(config, parse_set(overrides), "--set", env_id)
     if total_steps is not None:
         apply_overrides(config, {"total_steps": total_steps}, "--total-steps", env_id)
-    return apply_variant(config)
+    config = apply_variant(config)
+    check_consistency(config)
+    return config
 
 
 def apply_variant(config: TrainConfig) -> TrainConfig:

@@ -196,6 +196,9 @@ class XiPolicy(BasePolicy):
 
     # ----- acting --------------------------------------------------------------------------------------------------
     def _predict(self, observation: Tensor, deterministic: bool = False) -> Tensor:
+        # as SB3's policies preprocess a Box observation: any dtype computed as float32 (float64 from gym.make),
+        # one row per observation (both no-ops, no copy, for float32 rows)
+        observation = observation.float().flatten(1)
         if self.graphed_act is not None and observation.is_cuda and not torch.is_grad_enabled():
             return self.graphed_act(observation, deterministic)
         return self._act(observation, deterministic)

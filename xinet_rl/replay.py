@@ -1,10 +1,11 @@
 """A replay buffer that samples with torch indexing: stable-baselines3's storage and sampling, without its copies.
 
 SB3's :class:`~stable_baselines3.common.buffers.ReplayBuffer` gathers a batch with numpy fancy indexing and then copies
-every array into a new tensor. This subclass keeps SB3's storage (float32 numpy arrays, what checkpoints save) and its
-sampling random numbers, so it returns exactly the same batches, but gathers rows with ``index_select`` from tensors
-that share the numpy memory on CPU, or from copies resident on the accelerator (written once per added transition),
-so a CUDA update never moves a batch from the host.
+every array into a new tensor. This subclass keeps SB3's storage (float32 numpy arrays, what checkpoints save: a Box
+observation of any dtype is stored as float32, the dtype the networks compute in, as SB3's policies cast it) and its
+sampling random numbers, so it returns exactly the same batches (observations flattened to one row each), but gathers
+rows with ``index_select`` from tensors that share the numpy memory on CPU, or from copies resident on the accelerator
+(written once per added transition), so a CUDA update never moves a batch from the host.
 """
 
 from __future__ import annotations
@@ -13,9 +14,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
+
+
+def float32_box(space: spaces.Space) -> spaces.Space:
+    """A Box space of float32 with the same shape and bounds (rounded): the storage type of observations."""
+    if not isinstance(space, spaces.Box) or space.dtype == np.float32:
+        return space
+    with np.errstate(over="ignore"):  # bounds beyond float32's range become infinite
+        low, high = space.low.astype(np.float32), space.high.astype(np.float32)
+    return spaces.Box(low=low, high=high, shape=space.shape, dtype=np.float32)
+
 
 REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 
@@ -23,8 +35,8 @@ REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "don
 class TensorReplayBuffer(ReplayBuffer):
     """SB3's replay buffer with batches gathered by torch indexing (same batches, fewer copies)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, buffer_size: int, observation_space: spaces.Space, *args: Any, **kwargs: Any) -> None:
+        super().__init__(buffer_size, float32_box(observation_space), *args, **kwargs)
         self._tensors: dict[str, torch.Tensor] | None = None
         self._rows_only = False  # set by draw_rows: SB3's sample returns the rows instead of the batch
         self.mirrored = self.device.type != "cpu"  # copies on the device, kept current by add()
@@ -88,17 +100,17 @@ class TensorReplayBuffer(ReplayBuffer):
         dones = t["dones"].index_select(0, obs_rows)
         if "timeouts" in t and self.handle_timeout_termination:
             dones = dones * (1 - t["timeouts"].index_select(0, obs_rows))
-        obs_shape = (-1, *self.obs_shape)
-        return ReplayBufferSamples(t["observations"].index_select(0, obs_rows).reshape(obs_shape),
-                                   t["actions"].index_select(0, obs_rows),
-                                   next_source.index_select(0, next_rows).reshape(obs_shape), dones,
-                                   t["rewards"].index_select(0, obs_rows))
+        return ReplayBufferSamples(t["observations"].index_select(0, obs_rows), t["actions"].index_select(0, obs_rows),
+                                   next_source.index_select(0, next_rows), dones, t["rewards"].index_select(0, obs_rows))
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
         if self._rows_only:
             return self._rows(batch_inds)  # type: ignore[return-value]
-        if env is not None:  # normalisation is numpy code in SB3: keep its path
-            return super()._get_samples(batch_inds, env)
+        if env is not None:  # normalisation is numpy code in SB3: keep its path (float32, one row per observation)
+            data = super()._get_samples(batch_inds, env)
+            return ReplayBufferSamples(data.observations.float().flatten(1), data.actions.float(),
+                                       data.next_observations.float().flatten(1), data.dones.float(),
+                                       data.rewards.float())
         return self.gather(torch.from_numpy(self._rows(batch_inds)).to(self.device, non_blocking=True))
 
-__all__ = ["REPLAY_FIELDS", "TensorReplayBuffer"]
+__all__ = ["REPLAY_FIELDS", "TensorReplayBuffer", "float32_box"]

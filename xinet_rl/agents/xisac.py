@@ -8,13 +8,13 @@ pruning check. Checkpoints (:meth:`XiSAC.save_checkpoint`) hold everything neede
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import zipfile
 from collections import deque
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,47 +23,118 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv, ReplayBufferSamples
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from torch import Tensor
 
 from xinet_rl.checkpoint import (CheckpointError, env_state, read_checkpoint, rng_state, set_env_state, set_rng_state,
                                  write_checkpoint)
-from xinet_rl.config import AgentConfig, agent_kwargs
+from xinet_rl.config import AgentConfig, ConfigError, UnknownKeyError, agent_config, agent_kwargs
 from xinet_rl.cost import pretrain_flops, update_flops
 from xinet_rl.cuda_graph import GraphedUpdate
 from xinet_rl.gates import MaskRandomness, MaskTape, curvature_corrected, flip_difference, straight_through
 from xinet_rl.guards import TrainingError
-from xinet_rl.io import ModelFileError, read_model_file, write_model_file
+from xinet_rl.io import ModelFileError, _versions, read_model_file, write_model_file
 from xinet_rl.policy import XiPolicy
 from xinet_rl.pruning import prune, units_to_keep, update_counters
 from xinet_rl.replay import TensorReplayBuffer
 from xinet_rl.structure import Widths
 
 
+_NOT_GIVEN: Any = object()  # ``env`` left out: the short form ``XiSAC(env, ...)``
+
+# SAC's keyword arguments that XiSAC has no use for, and why (anything else unknown gets the config key check)
+_SB3_ONLY = {
+    "policy_kwargs": "the networks are set by ofenet_layers, ofenet_units, actor_widths and critic_widths",
+    "ent_coef": "the entropy temperature is always learned, starting from ent_coef_init",
+    "target_entropy": "the target entropy is -dim(A)",
+    "target_update_interval": "the target critics follow every update (tau)",
+    "use_sde": "gSDE is not supported", "sde_sample_freq": "gSDE is not supported",
+    "use_sde_at_warmup": "gSDE is not supported",
+    "action_noise": "exploration comes from the stochastic policy alone",
+    "replay_buffer_class": "XiSAC uses its own replay buffer", "replay_buffer_kwargs": "XiSAC uses its own replay buffer",
+    "n_steps": "n-step returns are not supported",
+}
+
+
+def _is_policy(candidate: Any) -> bool:
+    return isinstance(candidate, type) or (isinstance(candidate, str) and candidate.endswith("Policy"))
+
+
+def _constructor_form(policy: Any, env: Any, config: Any) -> tuple[Any, Any]:
+    """``(env, config)`` from SB3's form ``(policy, env, ...)`` or the short form ``(env, config, ...)``."""
+    if policy is None:  # XiSAC(env=...)
+        return (None if env is _NOT_GIVEN else env), config
+    if _is_policy(policy) or (env is not _NOT_GIVEN and env is not None and not isinstance(env, AgentConfig)):
+        if policy not in XiSAC.policy_aliases and policy is not XiPolicy:
+            name = policy if isinstance(policy, str) else getattr(policy, "__name__", type(policy).__name__)
+            raise ValueError(f"XiSAC has one policy, 'MlpPolicy' (alias 'XiPolicy': its gated OFENet, actor and "
+                             f"critics on Box observations), got {name!r}")
+        return (None if env is _NOT_GIVEN else env), config
+    # the short form: the first argument is the environment, a second one (if any) the config
+    if isinstance(env, AgentConfig):
+        if config is not None:
+            raise TypeError("XiSAC got two configs (the second positional argument and config=)")
+        config = env
+    return policy, config
+
+
+def _env_id(env: VecEnv | None) -> str | None:
+    """The gymnasium id of the (first) environment, where it has one."""
+    if env is None:
+        return None
+    try:
+        spec = env.envs[0].spec if hasattr(env, "envs") else env.get_attr("spec", indices=[0])[0]
+    except Exception:  # noqa: BLE001 - an environment without a spec, or one that cannot send it
+        return None
+    return getattr(spec, "id", None)
+
+
 class XiSAC(OffPolicyAlgorithm):
     """SAC with a gated OFENet feature extractor and gated actor/critics that learn their own size.
 
-    :param env: a gymnasium env (Box spaces) or VecEnv, or ``None`` when loading.
-    :param config: an :class:`~xinet_rl.config.AgentConfig`; keyword arguments override single fields of it.
+    Built like stable-baselines3's ``SAC``: ``XiSAC("MlpPolicy", env, batch_size=128)`` (SB3's form; ``"MlpPolicy"``
+    and ``"XiPolicy"`` name the one policy) or ``XiSAC(env, config, batch_size=128)``.
+
+    :param policy: ``"MlpPolicy"`` (or :class:`~xinet_rl.policy.XiPolicy`) followed by ``env``; or, in the short
+        form, the environment itself.
+    :param env: a gymnasium environment with Box observation (any float dtype, cast to float32 at the policy's
+        input) and Box action spaces, an environment id, a VecEnv of any number of environments (``DummyVecEnv``,
+        ``SubprocVecEnv``, ``make_vec_env``), or ``None`` when loading.
+    :param config: an :class:`~xinet_rl.config.AgentConfig`; keyword arguments override single fields of it. Every
+        value is checked as ``xinet-train --set`` checks it, with the same messages (:class:`~xinet_rl.config
+        .ConfigError`, a ``ValueError``; an unknown keyword is an :class:`~xinet_rl.config.UnknownKeyError`, also a
+        ``TypeError``). ``train_freq`` and ``gradient_steps`` are SB3's (``train_freq=(4, "step")`` is accepted).
     """
 
-    policy_aliases = {"XiPolicy": XiPolicy}
+    policy_aliases = {"MlpPolicy": XiPolicy, "XiPolicy": XiPolicy}
     policy: XiPolicy
 
-    def __init__(self, env: GymEnv | str | None, config: AgentConfig | None = None, *, seed: int | None = None,
-                 device: torch.device | str = "auto", verbose: int = 0, tensorboard_log: str | None = None,
-                 widths: Widths | None = None, _init_setup_model: bool = True, **overrides: Any) -> None:
-        unknown = set(overrides) - set(agent_kwargs(AgentConfig()))
-        if unknown:
-            raise TypeError(f"XiSAC got unknown arguments: {', '.join(sorted(unknown))}")
-        self.config = replace(config or AgentConfig(), **overrides)
+    def __init__(self, policy: str | type[XiPolicy] | GymEnv | None = None, env: Any = _NOT_GIVEN,
+                 config: AgentConfig | None = None, *, seed: int | None = None, device: torch.device | str = "auto",
+                 verbose: int = 0, tensorboard_log: str | None = None, stats_window_size: int = 100,
+                 widths: Widths | None = None, _init_setup_model: bool = True, _stored_config: bool = False,
+                 **overrides: Any) -> None:
+        env, config = _constructor_form(policy, env, config)
+        for key in overrides:
+            if key in _SB3_ONLY:
+                raise UnknownKeyError(f"XiSAC does not take SAC's keyword argument '{key}': {_SB3_ONLY[key]}")
+        # the command line's checks and messages; a configuration read back from a model file is taken as it is
+        self.config = agent_config(config, overrides, check_config=not _stored_config)
         cfg = self.config
         super().__init__(XiPolicy, env, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
                          learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, tau=cfg.tau, gamma=cfg.gamma,
-                         train_freq=1, gradient_steps=1, seed=seed, device=device, verbose=verbose,
-                         tensorboard_log=tensorboard_log, supported_action_spaces=(spaces.Box,), sde_support=False,
+                         train_freq=cfg.train_freq, gradient_steps=cfg.gradient_steps, seed=seed, device=device,
+                         verbose=verbose, tensorboard_log=tensorboard_log, stats_window_size=stats_window_size,
+                         sde_support=False, support_multi_env=True,  # action space: checked below, a ValueError
                          replay_buffer_class=TensorReplayBuffer, optimize_memory_usage=cfg.optimize_memory_usage,
                          # SB3 cannot tell truncation from termination when next observations are not stored
                          replay_buffer_kwargs={"handle_timeout_termination": not cfg.optimize_memory_usage})
+        if self.env is None and _init_setup_model:
+            raise ValueError("XiSAC needs an environment to build its networks (a model is loaded with XiSAC.load)")
+        if self.env is not None and not (isinstance(self.observation_space, spaces.Box)
+                                         and isinstance(self.action_space, spaces.Box)):
+            raise ValueError(f"XiSAC needs Box observation and action spaces (continuous control), got "
+                             f"{self.observation_space} and {self.action_space}")
         self._widths = widths
         self.prune_events: list[dict[str, Any]] = []
         self.train_flops = 0  # matmul FLOPs of every gradient update run so far (pre-training and gate steps included)
@@ -71,8 +142,7 @@ class XiSAC(OffPolicyAlgorithm):
         self.update_seconds: float | None = None
         self.graphed: GraphedUpdate | None = None  # made on the first CUDA update (see _graphed_update)
         self._pretrained = False  # host copy of "policy.pretrain_done reached ofenet_pretrain_steps" (set by train)
-        spec = getattr(getattr(self.env, "envs", [None])[0], "spec", None) if self.env is not None else None
-        self.env_id: str | None = spec.id if spec is not None else None
+        self.env_id: str | None = _env_id(self.env)
         if _init_setup_model:
             self._setup_model()
 
@@ -82,7 +152,7 @@ class XiSAC(OffPolicyAlgorithm):
         obs_dim = int(np.prod(self.observation_space.shape))
         act_dim = int(np.prod(self.action_space.shape))
         if cfg.aux_target_dim > obs_dim:
-            raise ValueError(f"aux_target_dim {cfg.aux_target_dim} exceeds the observation size {obs_dim}")
+            raise ConfigError(f"aux_target_dim {cfg.aux_target_dim} exceeds the observation size {obs_dim}")
         block = [cfg.ofenet_units] * cfg.ofenet_layers
         aux_dim = (cfg.aux_target_dim or obs_dim) if cfg.ofenet_layers > 0 else 0  # no OFENet: no auxiliary task
         return Widths(obs_dim, act_dim, aux_dim, list(block), list(block), list(cfg.actor_widths),
@@ -136,11 +206,14 @@ class XiSAC(OffPolicyAlgorithm):
         p, cfg = self.policy, self.config
         due = cfg.ofenet_pretrain_steps - int(p.pretrain_done) if p.ofenet_optimizer is not None else 0
         graphed = self._graphed_update(batch_size) if due > 0 else None
-        for _ in range(max(due, 0)):
+        hook = self.pretrain_hook
+        for done in range(1, max(due, 0) + 1):
             if graphed is None:
                 self._pretrain_update(batch_size)
             else:
                 graphed.step("pretrain")
+            if hook is not None:
+                hook(done, due)
         if due > 0:
             self.train_flops += due * pretrain_flops(p.structure(), batch_size, cfg.gated)
         if graphed is not None:  # the losses of all of them are checked once, at the end
@@ -160,6 +233,10 @@ class XiSAC(OffPolicyAlgorithm):
         zero = torch.zeros((), device=self.device)
         return {"aux_loss": aux_loss, "critic_loss": zero, "actor_loss": zero, "ent_coef_loss": zero,
                 "ent_coef": zero}
+
+    pretrain_hook: Callable[[int, int], None] | None = None
+    """Where set, called as ``hook(done, due)`` after each of the ``due`` pre-training updates of OFENet (the progress
+    bar, :class:`~xinet_rl.callbacks.ProgressBar`, sets it for the length of ``learn``)."""
 
     check_every = 100
     """Updates between reads of the losses of a CUDA-graphed update (and between finiteness checks of the gate
@@ -341,10 +418,25 @@ class XiSAC(OffPolicyAlgorithm):
         self.logger.record("prune/units_removed", sum(removed.values()))
         if event["update_ms_before"] is not None:
             self.logger.record("prune/update_ms_before", event["update_ms_before"])
-        for network, widths in event["widths"].items():
-            for i, width in enumerate(widths):
-                self.logger.record(f"widths/{network}/{i}", width)
+        self._record_widths()
         self.logger.dump(self.num_timesteps)
+
+    def _setup_learn(self, *args: Any, **kwargs: Any) -> tuple[int, Any]:
+        """SB3's set-up of ``learn``, then every layer's width to the logger at the starting step (pruning events
+        write them again), so that each layer has a curve from the start, one removed early too."""
+        result = super()._setup_learn(*args, **kwargs)
+        self._record_widths()
+        self.logger.dump(self.num_timesteps)
+        return result
+
+    def _record_widths(self) -> None:
+        """``widths/NETWORK/i`` of every layer; where a DenseNet layer has been removed, the indices past the last
+        remaining layer are written as 0 (``i`` counts the layers that remain)."""
+        logged = self.__dict__.setdefault("_widths_logged", {})  # layers per network written so far
+        for network, widths in self.policy.widths.networks().items():
+            logged[network] = max(logged.get(network, 0), len(widths))
+            for i in range(logged[network]):
+                self.logger.record(f"widths/{network}/{i}", widths[i] if i < len(widths) else 0)
 
     def _ofenet_update(self, batch_size: int, update_gates: bool, pi_grads: dict[str, Tensor] | None = None,
                        data: ReplayBufferSamples | None = None) -> Tensor:
@@ -463,8 +555,15 @@ class XiSAC(OffPolicyAlgorithm):
 
     # ----- saving --------------------------------------------------------------------------------------------------
     def save(self, path: str | Path, exclude: Any = None, include: Any = None) -> None:
-        """Weights to safetensors, metadata (config, widths, spaces, versions) to JSON in the same file's header."""
-        write_model_file(path, self.policy.state_dict(), self.metadata())
+        """Weights to safetensors, metadata (config, widths, spaces, versions) to JSON in the same file's header.
+
+        Paths follow SB3's habits: a path without a suffix gets ``.zip`` (``save("best_model")``, as SB3's
+        ``EvalCallback`` calls it, writes ``best_model.zip``), any other suffix is kept (``model.safetensors``,
+        ``rl_model_1000_steps.zip``). Whatever the name, the file is a safetensors file, never a zip archive and never
+        a pickle; :meth:`load` finds it under either name. It holds the policy's weights, not the optimizers' states
+        (those are in checkpoints, :meth:`save_checkpoint`, and in :meth:`get_parameters`). ``exclude`` and
+        ``include`` (SB3's, for pickled attributes) have nothing to select here."""
+        write_model_file(model_path(path, for_writing=True), self.policy.state_dict(), self.metadata())
 
     def metadata(self) -> dict[str, Any]:
         return {"algorithm": "XiSAC", "env_id": self.env_id, "config": agent_kwargs(self.config),
@@ -475,10 +574,21 @@ class XiSAC(OffPolicyAlgorithm):
 
     @classmethod
     def load(cls, path: str | Path, env: GymEnv | None = None, device: torch.device | str = "auto",
+             custom_objects: dict[str, Any] | None = None, print_system_info: bool = False, force_reset: bool = True,
              **kwargs: Any) -> "XiSAC":
-        """Rebuild a saved model from its widths and load its weights. Never unpickles anything."""
-        state, meta = read_model_file(path)
-        model = cls._from_metadata(meta, path, env, device, **kwargs)
+        """Rebuild a saved model from its widths and load its weights. Never unpickles anything.
+
+        ``path`` as SB3 takes it: ``best_model`` finds ``best_model.zip`` and the reverse (see :meth:`save`); a run
+        directory finds its ``model.safetensors``. ``env`` may have any number of environments; keyword arguments
+        override config keys (checked as :class:`XiSAC`'s). ``custom_objects`` (SB3's, for unpickling) has nothing
+        to replace here; ``print_system_info`` prints the versions the file was written with and the current ones;
+        ``force_reset`` as in SB3's ``set_env``."""
+        path = model_path(path)
+        state, meta = _read_model(path)
+        if print_system_info:
+            print(f"== saved with ==\n{json.dumps(meta.get('versions', {}), indent=1)}\n== current ==\n"
+                  f"{json.dumps(_versions(), indent=1)}")
+        model = cls._from_metadata(meta, path, env, device, force_reset=force_reset, **kwargs)
         try:
             model.policy.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -487,7 +597,7 @@ class XiSAC(OffPolicyAlgorithm):
 
     @classmethod
     def _from_metadata(cls, meta: dict[str, Any], path: str | Path, env: GymEnv | None,
-                       device: torch.device | str, **kwargs: Any) -> "XiSAC":
+                       device: torch.device | str, force_reset: bool = True, **kwargs: Any) -> "XiSAC":
         try:
             config = AgentConfig(**meta["config"])
             widths = Widths.from_dict(meta["widths"])
@@ -495,19 +605,58 @@ class XiSAC(OffPolicyAlgorithm):
             act_space = _space_from_json(meta["action_space"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: not an XiSAC model file (metadata: {exc})") from None
-        model = cls(env=None, config=config, device=device, widths=widths, _init_setup_model=False, **kwargs)
+        model = cls(env=None, config=config, device=device, widths=widths, _init_setup_model=False,
+                    _stored_config=True, **kwargs)
         model.observation_space, model.action_space = obs_space, act_space
         if env is not None:
             env = model._wrap_env(maybe_make_env(env, model.verbose), model.verbose)
+            if _same_but_float_dtype(env.observation_space, obs_space):  # float64 gym.make env, float32 model
+                model.observation_space = env.observation_space
         model.n_envs = 1 if env is None else env.num_envs
         model._setup_model()
         if env is not None:
-            model.set_env(env)
+            model.set_env(env, force_reset=force_reset)
         model.num_timesteps = int(meta.get("num_timesteps", 0))
         model._n_updates = int(meta.get("n_updates", 0))
         model.train_flops = int(meta.get("train_flops", 0))
         model.env_id = meta.get("env_id")
         return model
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        super().set_env(env, force_reset=force_reset)
+        self.env_id = _env_id(self.env) or self.env_id
+
+    # ----- parameters (SB3's get_parameters / set_parameters) -------------------------------------------------------
+    _OPTIMIZERS = ("ofenet_optimizer", "actor_optimizer", "critic_optimizer", "ent_coef_optimizer", "gate_optimizer")
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        """The policy and each of its optimizers, by the names :meth:`get_parameters` gives their state dicts:
+        ``policy``, ``policy.actor_optimizer``, ``policy.critic_optimizer``, ``policy.ent_coef_optimizer`` and, where
+        the model has them, ``policy.ofenet_optimizer`` and ``policy.gate_optimizer``."""
+        names = ["policy"] + [f"policy.{name}" for name in self._OPTIMIZERS
+                              if getattr(self.policy, name, None) is not None]
+        return names, []
+
+    def set_parameters(self, load_path_or_dict: str | Path | dict[str, dict], exact_match: bool = True,
+                       device: torch.device | str = "auto") -> None:
+        """SB3's: state dicts by name (as :meth:`get_parameters` returns them; ``exact_match`` wants every name),
+        or a model file (as :meth:`load` finds it), whose policy weights are loaded (``exact_match``: every
+        tensor; a model file holds no optimizer states, so the optimizers keep theirs). The widths must be the
+        model's: a pruned model's parameters go into a model of the same widths (:meth:`load` builds one)."""
+        if isinstance(load_path_or_dict, dict):
+            try:
+                super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
+            except RuntimeError as exc:
+                raise ValueError(f"the parameters do not fit this model ({str(exc).splitlines()[0][:200]})") from None
+        else:
+            path = model_path(load_path_or_dict)
+            state, _ = _read_model(path)
+            try:
+                self.policy.load_state_dict(state, strict=exact_match)
+            except RuntimeError as exc:
+                raise ModelFileError(f"{path}: the weights do not fit this model "
+                                     f"({str(exc).splitlines()[0][:200]})") from None
+        self.graphed = None  # captured CUDA graphs hold the old optimizer state tensors: capture again
 
     # ----- checkpoints ---------------------------------------------------------------------------------------------
     def _named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -515,6 +664,19 @@ class XiSAC(OffPolicyAlgorithm):
         named = {"ofenet": p.ofenet_optimizer, "actor": p.actor_optimizer, "critic": p.critic_optimizer,
                  "ent_coef": p.ent_coef_optimizer, "gate": p.gate_optimizer}
         return {name: optimizer for name, optimizer in named.items() if optimizer is not None}
+
+    def _checkpoint_env(self) -> Any:
+        """The one environment whose state a checkpoint holds. Exact resume is guaranteed for one environment in a
+        ``DummyVecEnv`` (what a plain gymnasium environment is wrapped in) and nothing else: the states of several
+        environments, of environments in other processes and of VecEnv wrappers (``VecNormalize``'s statistics)
+        are not saved, so checkpoints of those are refused (:class:`CheckpointError`)."""
+        env = self.env
+        if not isinstance(env, DummyVecEnv) or env.num_envs != 1:
+            what = "no environment" if env is None else (
+                f"{env.num_envs} environments" if env.num_envs != 1 else f"a {type(env).__name__}")
+            raise CheckpointError(f"checkpoints (exact resume) need one environment in a DummyVecEnv, this model has "
+                                  f"{what}: save() keeps the weights")
+        return env.envs[0]
 
     def save_checkpoint(self, run_dir: str | Path, keep: int, extra: dict[str, Any] | None = None) -> Path:
         """Everything needed to continue this run exactly: model, optimizers, replay buffer, counters, every RNG and
@@ -535,7 +697,7 @@ class XiSAC(OffPolicyAlgorithm):
         size = buffer.buffer_size if buffer.full else min(buffer.pos + int(buffer.optimize_memory_usage),
                                                           buffer.buffer_size)
         replay = {k: getattr(buffer, k)[:size] for k in buffer.stored_fields()}
-        env_meta, env_arrays = env_state(self.env.envs[0])
+        env_meta, env_arrays = env_state(self._checkpoint_env())
         env_arrays["last_obs"] = np.asarray(self._last_obs)
         env_arrays["last_episode_starts"] = np.asarray(self._last_episode_starts)
         meta = {**self.metadata(), "optimizers": optimizers, "rng": rng_state(),
@@ -552,6 +714,7 @@ class XiSAC(OffPolicyAlgorithm):
         """Rebuild a run from a checkpoint directory; returns the model and the checkpoint's metadata."""
         tensors, replay, env_arrays, meta = read_checkpoint(Path(path))
         model = cls._from_metadata(meta, path, env, device, **kwargs)
+        train_env = model._checkpoint_env()
         try:
             model.policy.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("policy.")})
             for name, optimizer in model._named_optimizers().items():
@@ -570,7 +733,7 @@ class XiSAC(OffPolicyAlgorithm):
                 replay.read_into(key, getattr(buffer, key))
             buffer.storage_changed()
             buffer.pos, buffer.full = int(meta["replay"]["pos"]), bool(meta["replay"]["full"])
-            set_env_state(model.env.envs[0], meta["env"], env_arrays)
+            set_env_state(train_env, meta["env"], env_arrays)
             model._last_obs = env_arrays["last_obs"]
             model._last_episode_starts = env_arrays["last_episode_starts"]
             model._episode_num = int(meta["episode_num"])
@@ -588,6 +751,45 @@ _LOSS_NAMES = {"aux_loss": "OFENet auxiliary loss", "critic_loss": "critic loss"
                "ent_coef_loss": "entropy temperature loss", "ent_coef": "entropy temperature"}
 
 
+def model_path(path: str | Path, for_writing: bool = False) -> Path:
+    """A model file's path with stable-baselines3's habits. Writing: a path without a suffix gets ``.zip``, as SB3's
+    ``save`` does (``best_model`` -> ``best_model.zip``); any suffix is kept. Reading: the path itself, else a run
+    directory's ``model.safetensors``, else the path with ``.zip`` added, else (a ``.zip`` path) without it; none of
+    them there: the path as given (and the reader reports it missing)."""
+    path = Path(path)
+    if not path.name:
+        return path
+    if for_writing:
+        return path if path.suffix else path.with_name(path.name + ".zip")
+    if path.is_file():
+        return path
+    candidates = [path / "model.safetensors", path.with_name(path.name + ".zip")]
+    if path.suffix == ".zip":
+        candidates.append(path.with_suffix(""))
+    return next((c for c in candidates if c.is_file()), path)
+
+
+def _read_model(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """:func:`~xinet_rl.io.read_model_file`, naming a zip archive (stable-baselines3's own format) for what it is."""
+    try:
+        with open(path, "rb") as handle:
+            zipped = handle.read(4) == b"PK\x03\x04"
+    except OSError:
+        zipped = False  # the reader reports it
+    if zipped:
+        raise ModelFileError(f"{path}: a zip archive (a stable-baselines3 model?), not an XiSAC model file: XiSAC "
+                             f"saves safetensors whatever the suffix, and never unpickles")
+    return read_model_file(path)
+
+
+def _same_but_float_dtype(a: spaces.Space, b: spaces.Space) -> bool:
+    """Two Box spaces that differ at most in their float dtype (and the rounding of their bounds to it)."""
+    return (isinstance(a, spaces.Box) and isinstance(b, spaces.Box) and a.shape == b.shape and a.dtype != b.dtype
+            and np.issubdtype(a.dtype, np.floating) and np.issubdtype(b.dtype, np.floating)
+            and np.allclose(a.low.astype(np.float64), b.low.astype(np.float64), rtol=1e-6)
+            and np.allclose(a.high.astype(np.float64), b.high.astype(np.float64), rtol=1e-6))
+
+
 def _space_to_json(space: spaces.Box) -> dict[str, Any]:
     return {"low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape),
             "dtype": str(space.dtype)}
@@ -600,4 +802,4 @@ def _space_from_json(data: dict[str, Any]) -> spaces.Box:
     return spaces.Box(low=low, high=high, dtype=dtype)
 
 
-__all__ = ["XiSAC"]
+__all__ = ["XiSAC", "model_path"]

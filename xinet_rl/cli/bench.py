@@ -23,7 +23,7 @@ from stable_baselines3 import SAC
 from torch import nn
 
 from xinet_rl.agents.xisac import XiSAC
-from xinet_rl.cli.common import Parser, int_at_least, resolve_device, run_main
+from xinet_rl.cli.common import Parser, int_at_least, plain, resolve_device, run_main
 from xinet_rl.config import TrainConfig, agent_kwargs, apply_variant, resolve_config
 from xinet_rl.envs import check_env_id, make_env
 from xinet_rl.export import DeployPolicy, export_policy
@@ -34,19 +34,21 @@ PROG = "xinet-bench"
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="HalfCheetah-v4")
+    about = plain(__doc__.split(":", 1)[1].strip())  # the module docstring after "``xinet-bench``:"
+    parser = Parser(prog=PROG, description=about[0].upper() + about[1:])
+    parser.add_argument("--env", default="HalfCheetah-v4", help="gymnasium id of a continuous-control environment")
     parser.add_argument("--steps", type=int_at_least(1), default=300, help="timed environment steps per model")
     parser.add_argument("--warmup", type=int_at_least(0), default=50, help="untimed steps with updates first")
     parser.add_argument("--fill", type=int_at_least(1), default=1000, help="random steps before learning")
     parser.add_argument("--repeats", type=int_at_least(1), default=3,
                         help="interleaved rounds of every model; rates and per-round ratios are reported as medians")
-    parser.add_argument("--threads", type=int_at_least(1), default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int_at_least(1), default=torch.get_num_threads(),
+                        help="torch threads (and onnxruntime's); the default is torch's own on this machine")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where both SB3 SAC and XiSAC train (the deployable policies are timed on the CPU)")
     parser.add_argument("--latency-only", action="store_true",
                         help="skip the training measurement: build the models and time the deployable policies only")
-    parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    parser.add_argument("--json", metavar="FILE", help="write the figures as JSON (default: printed only)")
     return parser
 
 

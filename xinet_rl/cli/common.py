@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from typing import Callable, NoReturn
+import warnings
+from importlib import metadata
+from typing import Any, Callable, NoReturn
 
 import torch
 
@@ -27,7 +30,27 @@ def fail(prog: str, message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
+# Known, harmless warnings of third-party libraries, filtered by message and module (each command's own process):
+# rliable hands ``random_state`` to arch's bootstrap, which arch deprecates in favour of ``seed``.
+KNOWN_NOISE = ((r"random_state is deprecated", FutureWarning, r"arch\.bootstrap"),)
+
+
+def filter_known_noise() -> None:
+    for message, category, module in KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("xinet-rl")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        from xinet_rl import __version__
+
+        return __version__
+
+
 def run_main(prog: str, body: Callable[[], int | None]) -> None:
+    filter_known_noise()
     keep_freed_memory()  # updates reuse their memory instead of faulting it in again (xinet_rl/memory.py)
     try:
         code = body()
@@ -64,8 +87,34 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def plain(text: str) -> str:
+    """A docstring's reST markup (````literal````, ``:role:`target```) as plain text, for ``--help``."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return re.sub(r"``([^`]+)``", r"\1", text)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default after its help, where it has one worth showing (not ``None``, an empty list or
+    the ``False`` of a flag; those options say in their help what happens without them)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        default = action.default
+        nothing = default is None or default is False or default == argparse.SUPPRESS or default == []
+        if nothing or "%(default)" in help_text or "(default:" in help_text:
+            return help_text
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with the same one-line error format and exit code 2."""
+    """argparse with the same one-line error format and exit code 2, ``--version``, and every option's default in
+    ``--help``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                          help="show the version and exit")
 
     def error(self, message: str) -> NoReturn:
         fail(self.prog, message)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import shutil
 import socket
@@ -42,7 +43,8 @@ def build_parser() -> Parser:
     parser.add_argument("--seeds", type=int_at_least(1), default=3, help="seeds 0..K-1")
     parser.add_argument("--total-steps", type=int_at_least(0), help="environment steps per run")
     parser.add_argument("--config", help="YAML file of config keys for every run")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config keys of every run: several pairs after one --set, or --set repeated")
     parser.add_argument("--grid", dest="grids", action="append", default=[], metavar="KEY=V1,V2,...",
                         help="train every variant at every point of the cross product of all --grid keys")
     parser.add_argument("--workers", type=int_at_least(1), default=None, help="parallel runs on a local Ray (default: CPU count)")
@@ -161,13 +163,89 @@ def plan_runs(env_id: str, variants: list[str], points: list[tuple[dict, list[st
     return specs
 
 
-def check_address(address: str) -> None:
-    host, _, port = address.rpartition(":")
+def cluster_token() -> tuple[str | None, str]:
+    """The token Ray's client presents to a cluster with token authentication, and where it comes from, in Ray's
+    order: ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH`` names, ``~/.ray/auth_token``."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return os.environ["RAY_AUTH_TOKEN"].strip(), "RAY_AUTH_TOKEN"
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
-            return
-    except (OSError, ValueError):
-        raise UsageError(f"cannot reach a Ray cluster at {address}") from None
+        return path.read_text().strip() or None, str(path)
+    except OSError:
+        return None, str(path)
+
+
+def _ask_gcs(address: str, token: str | None) -> tuple[str, str]:
+    """One cheap call (``GetClusterId``) to the GCS of a Ray cluster: (gRPC status name, details)."""
+    import grpc
+
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId",
+                                   request_serializer=lambda _: b"", response_deserializer=lambda data: data)
+        try:
+            call(None, timeout=10, metadata=[("authorization", f"Bearer {token}")] if token else None)
+            return "OK", ""
+        except grpc.RpcError as exc:
+            return exc.code().name, " ".join(str(exc.details() or "").split())
+
+
+TOKEN_HELP = ("print the head's token with `ray get-auth-token` there and copy it to ~/.ray/auth_token here (or set "
+              "RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH to a file that holds it)")
+
+
+def check_address(address: str) -> bool:
+    """Check that ``HOST:PORT`` is the GCS of a Ray cluster this machine can join, before Ray tries (which retries
+    for a long time and then ends in a traceback). Returns whether the cluster wants token authentication (this
+    machine's token, which was checked, is then presented). A cluster that cannot be joined is a user error."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"--address {address}: expected HOST:PORT (the GCS address `ray start --head` prints)")
+    host = host or "127.0.0.1"
+    target = f"{host}:{port}"
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            pass
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from None
+    status, details = _ask_gcs(target, None)
+    if status == "OK":
+        return False
+    if status != "UNAUTHENTICATED":
+        raise UsageError(f"cannot join a Ray cluster at {address}: it does not answer as Ray's GCS (give the address "
+                         f"`ray start --head` prints; {status}: {details})")
+    token, source = cluster_token()
+    if token is None:
+        raise UsageError(f"cannot join the Ray cluster at {address}: it requires token authentication and this "
+                         f"machine has no token (RAY_AUTH_TOKEN is unset and {source} is missing or empty): "
+                         f"{TOKEN_HELP}")
+    status, details = _ask_gcs(target, token)
+    if status == "UNAUTHENTICATED":
+        raise UsageError(f"cannot join the Ray cluster at {address}: it rejects the authentication token from "
+                         f"{source}: {TOKEN_HELP}")
+    if status != "OK":
+        raise UsageError(f"cannot join the Ray cluster at {address}: {status}: {details}")
+    return True
+
+
+def join_cluster(address: str) -> None:
+    """``ray.init`` on the existing cluster at ``address``, with token authentication where it wants it (Ray's
+    client does not turn it on for an explicit address); failures are user errors in one line."""
+    if check_address(address):
+        os.environ["RAY_AUTH_MODE"] = "token"  # the token itself is found by Ray where cluster_token found it
+        if "ray" in sys.modules:  # Ray reads its configuration once; have it read the mode again, as Ray does
+            try:
+                from ray._raylet import Config
+
+                Config.initialize("")
+            except (ImportError, AttributeError):
+                pass
+    import ray
+
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise UsageError(f"cannot join the Ray cluster at {address}: {reason}") from None
 
 
 def run_all(args, specs: list[dict]) -> list[tuple[Path, dict]]:
@@ -177,12 +255,11 @@ def run_all(args, specs: list[dict]) -> list[tuple[Path, dict]]:
                and not (Path(s["after"]) / "summary.json").is_file()]
     if missing:
         raise UsageError("variant small needs the xinet runs of the same seeds (add xinet to --variants)")
+    if args.address:
+        join_cluster(args.address)  # sets the authentication mode before it imports Ray
     import ray
 
-    if args.address:
-        check_address(args.address)
-        ray.init(address=args.address, log_to_driver=False)
-    else:
+    if not args.address:
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     remote = ray.remote(num_cpus=1)(train_run)

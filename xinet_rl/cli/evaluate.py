@@ -21,14 +21,16 @@ PROG = "xinet-eval"
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog=PROG, description="Evaluate a saved XiSAC policy (a run directory or a model file).")
+    parser = Parser(prog=PROG, description="Evaluate a saved XiSAC policy (a run directory or a model file): return "
+                    "over fresh episodes, size and inference latency.")
     parser.add_argument("path", help="run directory (its model.safetensors) or model file")
-    parser.add_argument("--episodes", type=int_at_least(1), default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int_at_least(1), default=10, help="evaluation episodes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the environment and of sampled actions")
     parser.add_argument("--env", help="environment id (default: the one the model was trained on)")
-    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--video", metavar="DIR", help="record MP4 videos of the episodes into DIR")
+    parser.add_argument("--stochastic", action="store_true",
+                        help="sample actions instead of the mean action (default: the deterministic mean action)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (default: one line of text)")
+    parser.add_argument("--video", metavar="DIR", help="record MP4 videos of the episodes into DIR (default: none)")
     return parser
 
 
@@ -66,12 +68,31 @@ def inference_latency_ms(model: XiSAC, obs: np.ndarray, deterministic: bool, cal
     return 1000 * float(np.median(times))
 
 
+def tracking_camera(env_id: str) -> dict[str, str]:
+    """``{"camera_name": "track"}`` for a MuJoCo environment whose model has a camera of that name, the one that
+    follows the body (HalfCheetah, Hopper, Walker2d, Ant, Humanoid, Swimmer); ``{}`` (the environment's default
+    camera) otherwise. Without a camera named, gymnasium 1.x renders from a free camera that stays where it is."""
+    probe = make_env(env_id)
+    try:
+        model = getattr(probe.unwrapped, "model", None)
+        if type(model).__module__.split(".")[0] == "mujoco":
+            import mujoco
+
+            if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "track") >= 0:
+                return {"camera_name": "track"}
+        return {}
+    finally:
+        probe.close()
+
+
 def make_video_env(env_id: str, seed: int, folder: str, episodes: int):
-    """The environment with gymnasium's video recorder; a clear error where MuJoCo cannot render."""
+    """The environment with gymnasium's video recorder, seen from its tracking camera where it has one; a clear
+    error where MuJoCo cannot render."""
     from gymnasium.wrappers import RecordVideo
 
+    camera = tracking_camera(env_id)
     try:
-        env = make_env(env_id, seed=seed, render_mode="rgb_array")
+        env = make_env(env_id, seed=seed, render_mode="rgb_array", **camera)
         env.render()
     except Exception as exc:  # noqa: BLE001 - any rendering back-end failure means the same to the user
         gl = os.environ.get("MUJOCO_GL", "unset")

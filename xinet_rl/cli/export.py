@@ -13,14 +13,20 @@ PROG = "xinet-export"
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = Parser(prog=PROG, description="Export the deployable policy of a saved XiSAC model.")
+def build_parser() -> Parser:
+    parser = Parser(prog=PROG, description="Export the deployable policy of a saved XiSAC model (the pruned state "
+                    "block and actor, deterministic action) as a standalone file, checked against PyTorch.")
     parser.add_argument("path", help="run directory (its model.safetensors) or model file")
-    parser.add_argument("--format", choices=FORMATS, required=True)
-    parser.add_argument("--out", help="output file (default: policy.onnx / policy.pt next to the model)")
+    parser.add_argument("--format", choices=FORMATS, required=True,
+                        help="onnx (input 'obs', output 'action') or torchscript (required)")
+    parser.add_argument("--out", metavar="FILE", help="output file (default: policy.onnx / policy.pt next to the "
+                        "model)")
+    return parser
 
+
+def main(argv: list[str] | None = None) -> None:
     def body() -> int:
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
         model_path = resolve_model_path(Path(args.path))
         out = Path(args.out) if args.out else model_path.parent / f"policy{SUFFIX[args.format]}"
         if out.is_dir():

@@ -48,20 +48,32 @@ class Interrupted(Exception):
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog=PROG, description="Train a SAC agent with a gated OFENet that prunes itself while it learns.")
-    parser.add_argument("--env", help="gymnasium id, e.g. HalfCheetah-v4")
-    parser.add_argument("--config", help="YAML file of config keys (applied after the environment's defaults)")
-    parser.add_argument("--total-steps", type=int_at_least(0), help="environment steps (overrides total_steps)")
-    parser.add_argument("--seed", type=int_at_least(0), default=0)
-    parser.add_argument("--out", help="run directory (default: runs/ENV_sSEED_TIME)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key (repeatable)")
-    parser.add_argument("--variant", choices=VARIANTS, help="xinet (default), unpruned (same widths, no gates), "
-                        "small (final widths of --arch-from, from scratch, no gates) or sac (no OFENet)")
-    parser.add_argument("--arch-from", metavar="RUN", help="pruned run directory or model file (for --variant small)")
-    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest valid checkpoint")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser = Parser(prog=PROG, description="Train a SAC agent with a gated OFENet that prunes itself while it learns. "
+                    "Config keys apply in this order: the defaults, the environment's shipped YAML, --config, --set, "
+                    "--total-steps.")
+    parser.add_argument("--env", help="gymnasium id of a continuous-control environment, e.g. HalfCheetah-v4, or "
+                        "module:Id for one a module registers (required unless --resume)")
+    parser.add_argument("--config", metavar="FILE", help="YAML file of config keys (applied after the environment's "
+                        "defaults; default: none)")
+    parser.add_argument("--total-steps", type=int_at_least(0), metavar="N",
+                        help="environment steps; overrides total_steps (default: the config's total_steps, 1000000 "
+                        "unless a file sets it); with --resume: the new total, recorded in the run's config.yaml")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed of the agent and environments")
+    parser.add_argument("--out", metavar="DIR", help="run directory, new or empty (default: runs/ENV_sSEED_TIME)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to train; auto: cuda where available, else cpu")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config keys: several pairs after one --set, or --set repeated; values are "
+                        "YAML (e.g. --set batch_size=128 actor_widths=[64,64]) (default: none)")
+    parser.add_argument("--variant", choices=VARIANTS, help="xinet, unpruned (same widths, no gates), small (final "
+                        "widths of --arch-from, from scratch, no gates) or sac (no OFENet) (default: the config's "
+                        "variant, xinet)")
+    parser.add_argument("--arch-from", metavar="RUN", help="pruned run directory or model file (for --variant small; "
+                        "default: none)")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest valid checkpoint "
+                        "(takes only --total-steps, --device and --no-progress)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (default: a progress bar on "
+                        "stderr)")
     return parser
 
 
@@ -111,6 +123,7 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
         purge = None
     else:
         model, meta = XiSAC.from_checkpoint(resume_from, env, device=device)
+        record_total_steps(run_dir / "config.yaml", config.total_steps)
         run_info = meta["run"]
         set_env_state(eval_env, meta["eval_env"], {})  # evaluations after a resume see the same episodes
         table.truncate_after(model.num_timesteps)
@@ -169,6 +182,14 @@ def arch_widths(source: str) -> Widths:
         return Widths.from_dict(meta["widths"])
     except (KeyError, TypeError, ValueError):
         raise ModelFileError(f"{path}: the model file does not record its widths") from None
+
+
+def record_total_steps(path: Path, total_steps: int) -> None:
+    """Write a resumed run's (new) total into its ``config.yaml``, the rest of the file unchanged."""
+    data = read_yaml(path)
+    if data.get("total_steps") != total_steps:
+        data["total_steps"] = total_steps
+        write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def load_run_config(run_dir: Path, total_steps: int | None) -> tuple[str, int, TrainConfig]:
