@@ -225,8 +225,9 @@ class Checkpoints(BaseCallback):
         return not self.stopping
 
     def _on_training_end(self) -> None:
-        # a signal during the last update or the final evaluation still gets the checkpoint it was promised
-        if self.signal is not None and self.last_step != self.model.num_timesteps:
+        # a signal during the last update or the final evaluation still gets the checkpoint it was promised (a run
+        # stopped by a signal has its checkpoint already, and stopped mid-step: no second one there)
+        if self.signal is not None and not self.stopping and self.last_step != self.model.num_timesteps:
             self.model.save_checkpoint(self.run_dir, self.keep, self.extra() if self.extra else None)
             self.last_step = self.model.num_timesteps
         for sig, handler in self._previous.items():
