@@ -17,7 +17,7 @@ def test_smoke_config_prunes_every_network(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     proc = subprocess.run([sys.executable, "-m", "xinet_rl.cli.train", "--env", "HalfCheetah-v4", "--config", str(SMOKE),
                            "--out", str(out), "--no-progress", "--device", "cpu"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)  # a hang guard only
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     initial, final = summary["widths_initial"], summary["widths_final"]
