@@ -122,6 +122,30 @@ def test_grid_cross_product_names_every_run(tmp_path):
     assert {os.path.basename(s["run_dir"]) for s in plain} == {"xinet_s0", "xinet_s1", "unpruned_s0", "unpruned_s1"}
 
 
+def test_a_budget_grid_is_the_gated_agents(tmp_path):
+    """xinet runs at every budget; small runs train each budgeted xinet run's widths without the budget; the
+    unpruned agent, which has no gates, once per seed."""
+    from xinet_rl.cli.compare import grid_points, parse_grids, plan_runs
+
+    out = tmp_path
+    grids = parse_grids(["target_deploy_params=0.05,10%"], ["gamma=0.98"], None, "HalfCheetah-v4")
+    specs = plan_runs("HalfCheetah-v4", ["unpruned", "small", "xinet"], grid_points(grids), 2, out,
+                      overrides=["gamma=0.98"])
+    names = [os.path.basename(s["run_dir"]) for s in specs]
+    assert names == [f"xinet_target_deploy_params-{b}_s{s}" for b in ("0.05", "0.1") for s in (0, 1)] + [
+        "unpruned_s0", "unpruned_s1"] + [f"small_target_deploy_params-{b}_s{s}" for b in ("0.05", "0.1") for s in (0, 1)]
+    for spec in specs:
+        budgets = [o for o in spec["overrides"] if o.startswith("target_deploy")]
+        assert budgets == ([f"target_deploy_params={spec['grid']['target_deploy_params']}".replace("0.1", "10%")]
+                           if spec["variant"] == "xinet" else [])
+        if spec["variant"] == "small":
+            assert spec["after"] == spec["run_dir"].replace("/small_", "/xinet_")
+    # a budget given with --set is the gated agent's too
+    fixed = plan_runs("HalfCheetah-v4", ["xinet", "unpruned"], grid_points([]), 1, out,
+                      overrides=["target_deploy_params=0.1"])
+    assert [s["overrides"] for s in fixed] == [["target_deploy_params=0.1", "variant=xinet"], ["variant=unpruned"]]
+
+
 @pytest.mark.parametrize("args,message", [
     (["--grid", "gamma_typo=0.9,0.99"], "unknown config key 'gamma_typo' in --grid"),
     (["--grid", "gamma=0.9,abc"], "config key 'gamma' expects a number"),

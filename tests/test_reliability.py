@@ -60,9 +60,11 @@ def eval_rows(run_dir):
 
 def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
     """Run A goes 0 -> 1500 in one go. Run B stops at 900, resumes from its checkpoint at 600 and goes on to 1500.
-    Updates, gates, pruning, replay samples, exploration and evaluations must all be identical. Run B's files, those
-    rewritten by the resume included, get the permissions of its umask, and its config.yaml the new total."""
-    common = ["--env", "HalfCheetah-v4", *SMALL, "--set", "checkpoint_freq=600", "--set", "eval_freq=500"]
+    Updates, gates, pruning, replay samples, exploration and evaluations must all be identical, and so the budget
+    controller's strength, which moves at every gate step. Run B's files, those rewritten by the resume included, get
+    the permissions of its umask, and its config.yaml the new total."""
+    common = ["--env", "HalfCheetah-v4", *SMALL, "--set", "checkpoint_freq=600", "--set", "eval_freq=500",
+              "--set", "target_deploy_params=0.3"]
     a, b = tmp_path / "a", tmp_path / "b"
     first = xinet_train(*common, "--total-steps", 1500, "--out", a)
     assert first.returncode == 0, first.stderr[-1500:]
@@ -89,7 +91,11 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
         assert {k: v for k, v in row_a.items() if k != "update_ms"} == {k: v for k, v in row_b.items()
                                                                           if k != "update_ms"}
     assert any(r["event"] == "prune" for r in rows_a)
-    assert json.loads((b / "summary.json").read_text())["total_steps"] == 1500
+    strengths = {float(r["prune_strength"]) for r in rows_a if r["event"] == "eval"}
+    assert len(strengths) > 1 and 1.0 not in strengths  # the controller moved the strength before each evaluation
+    summary_a, summary_b = (json.loads((run / "summary.json").read_text()) for run in (a, b))
+    assert summary_b["total_steps"] == 1500 and summary_b["budget"] == summary_a["budget"]
+    assert summary_a["budget"]["prune_strength_final"] != 1.0
 
 
 def test_kill_minus_nine_then_resume_loses_nothing(tmp_path):

@@ -22,13 +22,15 @@ from xinet_rl.io import write_text_atomic
 
 EVAL_COLUMNS = ["step", "event", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
                 "params_train", "params_deploy", "flops_update", "flops_env_step", "update_ms", "widths",
-                "train_flops_total"]
+                "train_flops_total", "prune_strength", "budget_target", "budget_expected", "budget_on"]
 
 
 class EvaluationsCSV:
     """``evaluations.csv``: one ``eval`` row per evaluation (return mean and std, expected and actual parameter counts)
     and one ``prune`` row per pruning event (actual counts, FLOPs per update and per env step, measured update time
-    before the event, widths per layer as JSON); both carry the matmul FLOPs of all gradient updates so far. Rows are flushed as they are written."""
+    before the event, widths per layer as JSON); both carry the matmul FLOPs of all gradient updates so far and, for a
+    gated model, the strength ``α`` and, with a budget, the budget and the deployable cost expected and of the units on
+    (:meth:`~xinet_rl.agents.xisac.XiSAC.budget_state`, in the budget's unit). Rows are flushed as they are written."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -54,7 +56,9 @@ class EvaluationsCSV:
                 "params_deploy": actual["deploy"], "flops_update": flops["update"], "flops_env_step": flops["env_step"],
                 "update_ms": "" if model.update_seconds is None else round(1000 * model.update_seconds, 3),
                 "widths": json.dumps(p.widths.networks(), separators=(",", ":")),
-                "train_flops_total": int(model.train_flops)}
+                "train_flops_total": int(model.train_flops),
+                **{f"budget_{k}" if k != "prune_strength" else k: round(v, 6 if k == "prune_strength" else 2)
+                   for k, v in model.budget_state().items() if k != "model"}}
 
     def append_eval(self, step: int, returns: np.ndarray, model) -> dict:
         """Write and return the row of an evaluation at ``step``."""

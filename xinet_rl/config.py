@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -52,7 +52,12 @@ class AgentConfig:
     width_scale: float = 1.0  # multiplies every hidden width (OFENet units, actor and critic layers), rounded, >= 1
     aux_target_dim: int = 0  # first dims of the next observation predicted by OFENet; 0 = all
     gated: bool = True
-    prune_strength: float = 0.1  # α: return versus size
+    prune_strength: float = 0.1  # α: return versus size (with a budget: the controller's starting value)
+    # a budget for the deployable policy (at most one): a count (> 1), a fraction of the initial deployable cost in
+    # (0, 1], or a percentage ("10%"); the strength is then adapted online so the run ends within it (xinet_rl/budget.py)
+    target_deploy_params: Optional[float] = None
+    target_deploy_flops: Optional[float] = None  # matmul FLOPs per action of the deployable policy
+    budget_lr: float = 0.002  # step of the budget controller on log(prune_strength), per gate step
     deploy_cost_mix: float = 0.0  # β: weight of the deployable policy's own cost
     pi_lr: float = 4e-3  # with pi_update_every 4: the same gate speed per update as 1e-3 every update
     pi_init: float = 1.0
@@ -90,7 +95,8 @@ _CHOICES = {"gate_estimator": ("curvature", "straight_through"), "variant": VARI
 _UNIT_INTERVAL = {"deploy_cost_mix", "pi_init", "tau", "gamma", "loss_scale_decay"}
 _POSITIVE = {"width_scale", "batch_size", "buffer_size", "ofenet_units", "total_steps", "eval_freq", "eval_episodes",
              "learning_rate", "ofenet_lr", "pi_lr", "pi_update_every", "ent_coef_init", "log_interval", "prune_interval",
-             "prune_patience", "min_units", "keep_checkpoints", "train_freq"}
+             "prune_patience", "min_units", "keep_checkpoints", "train_freq", "budget_lr"}
+BUDGET_KEYS = ("target_deploy_params", "target_deploy_flops")
 _BELOW_ONE = {"prune_eps"}  # π never exceeds 1: prune_eps 1 would count every unit as at 0
 
 
@@ -101,6 +107,8 @@ def _close(word: str, options: list[str]) -> str:
 
 def _coerce(key: str, value: Any) -> Any:
     kind = _TYPES[key]
+    if key in BUDGET_KEYS:
+        return _coerce_budget(key, value)
     if key == "train_freq" and isinstance(value, (list, tuple)) and len(value) == 2:  # SB3's (n, unit) form
         unit = getattr(value[1], "value", value[1])  # or SB3's TrainFreq, whose unit is an enum
         if unit == "step":
@@ -140,6 +148,34 @@ def _coerce(key: str, value: Any) -> Any:
     except (TypeError, ValueError, yaml.YAMLError):
         pass
     raise ConfigError(f"config key '{key}' expects {_describe(kind)}, got {value!r}")
+
+
+def _coerce_budget(key: str, value: Any) -> float | None:
+    """A budget: ``None`` (no budget), a fraction in (0, 1], a whole count above 1, or a percentage string."""
+    what = "FLOPs per action" if key.endswith("flops") else "parameters"
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none", "~")):
+        return None
+    number: float | None = None
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            number = float(value.strip()[:-1]) / 100
+        except ValueError:
+            number = None
+        if number is not None and not 0 < number <= 1:
+            raise ConfigError(f"config key '{key}' as a percentage must lie in (0%, 100%], got {value!r}")
+    elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number):
+        raise ConfigError(f"config key '{key}' expects a number of {what} (above 1), a fraction of the initial "
+                          f"deployable policy's in (0, 1] or a percentage such as 10%, got {value!r}")
+    if number <= 0:
+        raise ConfigError(f"config key '{key}' must be positive, got {value!r}")
+    if number > 1 and not number.is_integer():
+        raise ConfigError(f"config key '{key}' above 1 is a number of {what} and must be whole, got {value!r}")
+    return number
 
 
 def _coerce_width(v: Any) -> int:
@@ -196,6 +232,13 @@ def check_consistency(config: AgentConfig) -> None:
     if config.buffer_size < config.batch_size:
         raise ConfigError(f"config keys 'buffer_size' ({config.buffer_size}) and 'batch_size' ({config.batch_size}) "
                           f"contradict each other: the replay buffer must hold at least one minibatch")
+    budgets = [key for key in BUDGET_KEYS if getattr(config, key) is not None]
+    if len(budgets) > 1:
+        raise ConfigError(f"config keys '{budgets[0]}' and '{budgets[1]}' contradict each other: a run has one budget, "
+                          f"in parameters or in FLOPs per action")
+    if budgets and not config.gated:
+        raise ConfigError(f"config key '{budgets[0]}' needs the gated agent (variant xinet, gated true): only gates "
+                          f"can shrink a policy to a budget")
     if isinstance(config, TrainConfig) and config.eval_freq % config.train_freq:
         raise ConfigError(f"config keys 'eval_freq' ({config.eval_freq}) and 'train_freq' ({config.train_freq}) "
                           f"contradict each other: evaluations fall between training phases, so eval_freq must be "

@@ -98,14 +98,22 @@ class CostRegularizer(nn.Module):
     """``α · [(1−β) C_train/C_train,0 + β C_deploy/C_deploy,0]`` and its gradient with respect to every ``π``.
 
     ``C_0`` is fixed when the regularizer is made (``π = pi_init``, unpruned) and kept as a buffer, so the trade-off
-    stays the same after pruning and across save/load.
+    stays the same after pruning and across save/load. ``α`` is a buffer too (``log_strength``), fixed unless a budget
+    controller moves it.
     """
 
     def __init__(self, alpha: float, beta: float, train0: float, deploy0: float) -> None:
         super().__init__()
-        self.alpha, self.beta = float(alpha), float(beta)
+        self.beta = float(beta)
         self.register_buffer("train0", torch.tensor(float(train0), dtype=torch.float64))
         self.register_buffer("deploy0", torch.tensor(float(deploy0), dtype=torch.float64))
+        # the strength α, as its log: a budget's controller (xinet_rl/budget.py) moves it in place during training
+        self.register_buffer("log_strength", torch.tensor(float(alpha), dtype=torch.float64).log())
+
+    @property
+    def alpha(self) -> float:
+        """The current strength ``α`` (a host read)."""
+        return float(self.log_strength.exp())
 
     def normalized_cost(self, structure: Structure, pis: Mapping[str, Tensor]) -> Tensor:
         widths = {g: pi.sum() for g, pi in pis.items()}
@@ -121,8 +129,8 @@ class CostRegularizer(nn.Module):
     def unit_costs(self, structure: Structure, pis: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``α ∂C/∂π_j`` for a unit of each group, as 0-dim float64 tensors on ``π``'s device. ``C`` is multilinear in
         the group sums ``s``, so every unit of a group has the same marginal cost, affine in ``s``: ``a + M s``. The
-        map is built once per structure; what is left is two operator calls and no host read (a CUDA graph can
-        hold it)."""
+        map is built once per structure; what is left is a few operator calls and no host read (a CUDA graph can
+        hold it, ``α`` included)."""
         names = list(pis)
         if not names:
             return {}
@@ -131,19 +139,18 @@ class CostRegularizer(nn.Module):
         with torch.no_grad():  # π >= 0, so the 1-norm is the sum: one operator call for every group
             sums = torch.stack(torch._foreach_norm([pis[g] for g in names], 1)).to(torch.float64)
             # elementwise, not a matrix product: these few hundred FLOPs are not the model's (FlopCounterMode)
-            costs = (offsets + (matrix * sums).sum(-1)).sum(0)
+            costs = (offsets + (matrix * sums).sum(-1)).sum(0) * self.log_strength.exp()
         return dict(zip(names, costs.unbind()))
 
     def _affine_map(self, structure: Structure, names: tuple[str, ...], device: torch.device
                     ) -> tuple[Tensor, Tensor]:
         """``(a, M)`` of :func:`marginal_cost_map` for the training and the deployed cost, each scaled by its weight
-        ``α(1−β)/C_train,0`` or ``αβ/C_deploy,0`` and stacked, on ``device``. Cached for the structure (a pruned
+        ``(1−β)/C_train,0`` or ``β/C_deploy,0`` (``α`` multiplies the result) and stacked, on ``device``. Cached for the structure (a pruned
         model has a new one; the entry keeps it alive, so its ``id`` is not reused) and until ``C_0`` is loaded."""
         key = (id(structure), names, str(device))
         cached = self.__dict__.get("_map_cache")
         if cached is None or cached[0] != key:
-            weights = np.array([self.alpha * (1 - self.beta) / float(self.train0),
-                                self.alpha * self.beta / float(self.deploy0)])
+            weights = np.array([(1 - self.beta) / float(self.train0), self.beta / float(self.deploy0)])
             maps = [marginal_cost_map(structure, names, deploy_only=d) for d in (False, True)]
             offsets = np.stack([a for a, _ in maps]) * weights[:, None]
             matrix = np.stack([m for _, m in maps]) * weights[:, None, None]
@@ -152,9 +159,11 @@ class CostRegularizer(nn.Module):
             cached = self._map_cache
         return cached[2], cached[3]
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         self.__dict__.pop("_map_cache", None)  # C_0 may change
-        super()._load_from_state_dict(*args, **kwargs)
+        # model files written before the strength was a buffer: the configured strength
+        state_dict.setdefault(prefix + "log_strength", self.log_strength.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def marginal_cost_map(structure: Structure, names: Sequence[str], deploy_only: bool = False

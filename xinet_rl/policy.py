@@ -16,6 +16,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
+from xinet_rl.budget import BudgetController
 from xinet_rl.cost import CostRegularizer, LossScale, expected_flops, expected_params, update_flops
 from xinet_rl.cuda_graph import GraphedAct
 from xinet_rl.gates import Gate
@@ -47,6 +48,7 @@ class XiPolicy(BasePolicy):
         deploy_cost_mix: float = 0.0,
         loss_scale_decay: float = 0.99,
         ent_coef_init: float = 1.0,
+        budget: dict | None = None,
         use_sde: bool = False,
     ) -> None:
         super().__init__(observation_space, action_space, squash_output=True)
@@ -70,6 +72,8 @@ class XiPolicy(BasePolicy):
         self.regularizer = CostRegularizer(prune_strength, deploy_cost_mix,
                                            float(expected_params(structure, ones)),
                                            float(expected_params(structure, ones, deploy_only=True)))
+        # a deployable-cost budget: its controller moves the regularizer's strength (xinet_rl/budget.py)
+        self.budget = BudgetController(**budget) if budget else None
         self.register_buffer("pretrain_done", torch.tensor(0, dtype=torch.long))
         self.make_optimizers()
 

@@ -26,6 +26,7 @@ from stable_baselines3.common.type_aliases import GymEnv, ReplayBufferSamples
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from torch import Tensor
 
+from xinet_rl.budget import Budget, deploy_cost, guard_keep, resolve_budget
 from xinet_rl.checkpoint import (CheckpointError, env_state, read_checkpoint, rng_state, set_env_state, set_rng_state,
                                  write_checkpoint)
 from xinet_rl.config import AgentConfig, ConfigError, UnknownKeyError, agent_config, agent_kwargs
@@ -37,7 +38,7 @@ from xinet_rl.io import ModelFileError, _versions, read_model_file, write_model_
 from xinet_rl.policy import XiPolicy
 from xinet_rl.pruning import prune, units_to_keep, update_counters
 from xinet_rl.replay import TensorReplayBuffer
-from xinet_rl.structure import Widths
+from xinet_rl.structure import Widths, build_structure
 
 
 _NOT_GIVEN: Any = object()  # ``env`` left out: the short form ``XiSAC(env, ...)``
@@ -54,6 +55,27 @@ _SB3_ONLY = {
     "replay_buffer_class": "XiSAC uses its own replay buffer", "replay_buffer_kwargs": "XiSAC uses its own replay buffer",
     "n_steps": "n-step returns are not supported",
 }
+
+
+def initial_widths(cfg: AgentConfig, observation_space: spaces.Box, action_space: spaces.Box) -> Widths:
+    """The unpruned model's widths for these spaces: the config's OFENet, actor and critic sizes times
+    ``width_scale``."""
+    obs_dim = int(np.prod(observation_space.shape))
+    act_dim = int(np.prod(action_space.shape))
+    if cfg.aux_target_dim > obs_dim:
+        raise ConfigError(f"aux_target_dim {cfg.aux_target_dim} exceeds the observation size {obs_dim}")
+    block = [cfg.ofenet_units] * cfg.ofenet_layers
+    aux_dim = (cfg.aux_target_dim or obs_dim) if cfg.ofenet_layers > 0 else 0  # no OFENet: no auxiliary task
+    return Widths(obs_dim, act_dim, aux_dim, list(block), list(block), list(cfg.actor_widths),
+                  list(cfg.critic_widths), list(cfg.critic_widths)).scaled(cfg.width_scale)
+
+
+def check_budget(cfg: AgentConfig, observation_space: spaces.Box, action_space: spaces.Box) -> Budget | None:
+    """The config's budget resolved for a model on these spaces (:class:`ConfigError` for one the model cannot
+    meet): what :class:`XiSAC` checks when it is built, for callers that check before writing anything."""
+    if not cfg.gated:
+        return None
+    return resolve_budget(cfg, build_structure(initial_widths(cfg, observation_space, action_space)), cfg.min_units)
 
 
 def _is_policy(candidate: Any) -> bool:
@@ -148,23 +170,19 @@ class XiSAC(OffPolicyAlgorithm):
 
     # ----- construction --------------------------------------------------------------------------------------------
     def initial_widths(self) -> Widths:
-        cfg = self.config
-        obs_dim = int(np.prod(self.observation_space.shape))
-        act_dim = int(np.prod(self.action_space.shape))
-        if cfg.aux_target_dim > obs_dim:
-            raise ConfigError(f"aux_target_dim {cfg.aux_target_dim} exceeds the observation size {obs_dim}")
-        block = [cfg.ofenet_units] * cfg.ofenet_layers
-        aux_dim = (cfg.aux_target_dim or obs_dim) if cfg.ofenet_layers > 0 else 0  # no OFENet: no auxiliary task
-        return Widths(obs_dim, act_dim, aux_dim, list(block), list(block), list(cfg.actor_widths),
-                      list(cfg.critic_widths), list(cfg.critic_widths)).scaled(cfg.width_scale)
+        return initial_widths(self.config, self.observation_space, self.action_space)
 
     def _setup_model(self) -> None:
         cfg = self.config
         widths = self._widths or self.initial_widths()
+        # a budget is a cost of the initial (unpruned) model: resolved from the config, whatever the current widths
+        self.budget: Budget | None = check_budget(cfg, self.observation_space, self.action_space)
+        budget = None if self.budget is None else dict(kind=self.budget.kind, target=self.budget.target,
+                                                       lr=cfg.budget_lr, eps=cfg.prune_eps)
         self.policy_kwargs = dict(widths=widths.to_dict(), gated=cfg.gated, pi_init=cfg.pi_init, pi_lr=cfg.pi_lr,
                                   ofenet_lr=cfg.ofenet_lr, prune_strength=cfg.prune_strength,
                                   deploy_cost_mix=cfg.deploy_cost_mix, loss_scale_decay=cfg.loss_scale_decay,
-                                  ent_coef_init=cfg.ent_coef_init)
+                                  ent_coef_init=cfg.ent_coef_init, budget=budget)
         super()._setup_model()
         self.policy.use_cuda_graphs(self.device.type == "cuda" and cfg.cuda_graph)
         self.target_entropy = -float(np.prod(self.action_space.shape))
@@ -283,8 +301,8 @@ class XiSAC(OffPolicyAlgorithm):
         aux_loss = (self._ofenet_update(batch_size, update_gates=False, pi_grads=pi_grads, data=batches[0])
                     if has_ofenet else torch.zeros((), device=self.device))
         losses = self._sac_update(batch_size, pi_grads, data=batches[-1])
-        if pi_grads is not None:  # gates: loss part / s_k plus α ∂C/∂π, one projected Adam step
-            self._gate_step(pi_grads)
+        if pi_grads is not None:  # gates: loss part / s_k plus α ∂C/∂π, one projected Adam step (and the budget's)
+            self._gate_step(pi_grads, adapt_strength=True)
         return {"aux_loss": aux_loss, **losses}
 
     def _sac_update(self, batch_size: int, pi_grads: dict[str, Tensor] | None,
@@ -378,6 +396,22 @@ class XiSAC(OffPolicyAlgorithm):
         """Moving average of the wall time of one gradient update (reported after each pruning event)."""
         self.update_seconds = seconds if self.update_seconds is None else 0.98 * self.update_seconds + 0.02 * seconds
 
+    def budget_state(self) -> dict[str, float]:
+        """The strength ``α`` and, with a budget, the budget and the deployable cost in its unit: ``target``,
+        ``expected`` (under the current ``π``), ``on`` (of the units with ``π`` above ``prune_eps``: the policy that
+        ``xinet-export`` writes) and ``model`` (of the tensors as pruned so far). Empty for an ungated model."""
+        p = self.policy
+        if not p.gated:
+            return {}
+        state = {"prune_strength": p.regularizer.alpha}
+        if p.budget is not None:
+            structure = p.structure()
+            state.update(target=float(p.budget.target),
+                         expected=float(deploy_cost(structure, p.expected_widths(), p.budget.kind)),
+                         on=float(p.budget.on_cost(structure, p.gates())),
+                         model=float(deploy_cost(structure, {}, p.budget.kind)))
+        return state
+
     def flops(self) -> dict[str, int]:
         """Matmul FLOPs per gradient update (averaged over the gate-step schedule) and per environment step."""
         return self.policy.flops(self.batch_size, self.config.pi_update_every)
@@ -397,7 +431,26 @@ class XiSAC(OffPolicyAlgorithm):
         cfg, p = self.config, self.policy
         gates = p.gates()
         update_counters(gates, cfg.prune_eps)
-        removed = prune(p, units_to_keep(gates, cfg.prune_patience, cfg.min_units))
+        keep = units_to_keep(gates, cfg.prune_patience, cfg.min_units)
+        if p.budget is not None:  # never below the budget: units at 0 it does not need to lose may come back
+            keep = guard_keep(keep, gates, p.structure(), p.budget.kind, float(p.budget.target))
+        removed = prune(p, keep)
+        if removed:
+            self._flops_per_update = None
+            self._record_prune_event(removed)
+        return removed
+
+    def cut_off_units(self) -> dict[str, int]:
+        """Remove every unit that is off (``π <= prune_eps``) now, without the patience or a budget's guard, and
+        record the event: the end of a budgeted run, whose model then is the policy it deploys (a unit at 0
+        contributes nothing, so only the float rounding of the sums changes). Returns the units removed per group."""
+        cfg, p = self.config, self.policy
+        keep = {g: gate.pi.detach() > cfg.prune_eps for g, gate in p.gates().items()}
+        for group, mask in keep.items():  # an MLP layer keeps min_units units, as the pruner does
+            floor = min(cfg.min_units, mask.numel())
+            if not group.startswith("state") and int(mask.sum()) < floor:
+                mask[torch.topk(p.gates()[group].pi.detach(), floor).indices] = True
+        removed = prune(p, keep)
         if removed:
             self._flops_per_update = None
             self._record_prune_event(removed)
@@ -514,8 +567,10 @@ class XiSAC(OffPolicyAlgorithm):
         if groups:
             pi_grads.update(zip(groups, torch._foreach_div(grads, scale)))
 
-    def _gate_step(self, loss_grads: dict[str, Tensor]) -> None:
-        """One projected Adam step on every ``π`` that has a loss gradient: loss part plus ``α ∂C/∂π``."""
+    def _gate_step(self, loss_grads: dict[str, Tensor], adapt_strength: bool = False) -> None:
+        """One projected Adam step on every ``π`` that has a loss gradient: loss part plus ``α ∂C/∂π``. With
+        ``adapt_strength`` (the SAC phase's gate steps, where every gate moves) a budget's controller then takes its
+        step on ``α``; OFENet's pre-training, which moves only OFENet's gates, leaves ``α`` as it is."""
         p = self.policy
         gates = p.gates()
         costs = p.regularizer.unit_costs(p.structure(), {g: gate.pi for g, gate in gates.items()})
@@ -524,6 +579,8 @@ class XiSAC(OffPolicyAlgorithm):
             gates[group].pi.grad = None
         if not groups:
             return
+        budget = p.budget
+        were_on = [gate.pi.detach() > budget.eps for gate in gates.values()] if budget is not None else []
         for group, grad in zip(groups, torch._foreach_add([loss_grads[g] for g in groups], [costs[g] for g in groups])):
             gates[group].pi.grad = grad
         p.gate_optimizer.step()
@@ -531,6 +588,11 @@ class XiSAC(OffPolicyAlgorithm):
             pis = [gate.pi for gate in gates.values()]
             torch._foreach_clamp_min_(pis, 0.0)
             torch._foreach_clamp_max_(pis, 1.0)
+        if budget is not None:  # the budget's floor, then (SAC phase) the controller's step on α
+            structure = p.structure()
+            budget.hold(pis, were_on, budget.on_cost(structure, gates))
+            if adapt_strength:
+                budget.step(p.regularizer.log_strength, budget.on_cost(structure, gates))
 
     def dump_logs(self) -> None:
         """SB3's console/TensorBoard dump, plus the gates: sum of ``π`` per network, expected parameter count and a
@@ -545,6 +607,8 @@ class XiSAC(OffPolicyAlgorithm):
                                    exclude=("stdout", "log", "json", "csv"))
             for network, total in sums.items():
                 self.logger.record(f"gates/sum_pi/{network}", total)
+            for name, value in self.budget_state().items():
+                self.logger.record(f"budget/{name}", value)
         for kind, value in p.expected_param_counts().items():
             self.logger.record(f"params/expected_{kind}", value)
         for kind, value in p.param_counts().items():
@@ -802,4 +866,4 @@ def _space_from_json(data: dict[str, Any]) -> spaces.Box:
     return spaces.Box(low=low, high=high, dtype=dtype)
 
 
-__all__ = ["XiSAC", "model_path"]
+__all__ = ["XiSAC", "check_budget", "initial_widths", "model_path"]

@@ -24,7 +24,7 @@ import torch
 
 from xinet_rl.checkpoint import checkpoint_dirs
 from xinet_rl.cli.common import Parser, UsageError, int_at_least, run_main
-from xinet_rl.config import VARIANTS, TrainConfig, apply_overrides, parse_set, resolve_config
+from xinet_rl.config import BUDGET_KEYS, VARIANTS, TrainConfig, apply_overrides, parse_set, resolve_config
 from xinet_rl.envs import check_env_id
 from xinet_rl.io import write_text_atomic
 from xinet_rl.report.aggregate import curves, front_rows, group_runs, improvement, iqm_and_mean, score_matrices
@@ -140,26 +140,39 @@ def plan_runs(env_id: str, variants: list[str], points: list[tuple[dict, list[st
               total_steps: int | None = None) -> list[dict]:
     """One spec per (variant, grid point, seed), ``xinet`` first: a ``small`` spec names in ``after`` the run
     directory of the ``xinet`` run (same seed and grid point) whose final widths it trains, at ``width_scale`` 1
-    where the grid has that key (``width_scale`` also multiplies the widths a ``small`` run takes)."""
+    where the grid has that key (``width_scale`` also multiplies the widths a ``small`` run takes). A budget
+    (``target_deploy_params``, ``target_deploy_flops``) is the gated agent's: ``small`` runs train the widths the
+    budgeted ``xinet`` run ended at, without it, and ``unpruned`` and ``sac`` runs drop the key from their grid point
+    (one run per seed and remaining point, not one per budget)."""
     names = [run_name("v", grid, 0) for grid, _ in points]
     if len(set(names)) != len(names):
         raise UsageError("two --grid points give the same run directory name: use distinct values")
-    specs = []
+    specs, planned = [], set()
     for variant in sorted(variants, key=lambda v: v != "xinet"):
-        for grid, sets in points:
+        for full_grid, full_sets in points:
+            grid, sets = full_grid, full_sets
+            if variant != "xinet":  # budgets are for the gated agent only
+                sets = [s for s in full_sets if s.partition("=")[0] not in BUDGET_KEYS]
+                if variant != "small":
+                    grid = {k: v for k, v in full_grid.items() if k not in BUDGET_KEYS}
             for seed in range(seeds):
-                extra = list(overrides or []) + sets
+                run_dir = str(out / "runs" / run_name(variant, grid, seed))
+                if run_dir in planned:
+                    continue
+                planned.add(run_dir)
+                extra = [o for o in overrides or [] if variant == "xinet" or o.partition("=")[0].strip()
+                         not in BUDGET_KEYS] + sets
                 if variant in VARIANTS:
                     extra.append(f"variant={variant}")
                 after = None
                 if variant == "small":
-                    after = str(out / "runs" / run_name("xinet", grid, seed))
+                    after = str(out / "runs" / run_name("xinet", full_grid, seed))
                     extra.append(f"arch_from={after}")
                     if "width_scale" in grid:  # the xinet run's widths are scaled already: train them as they are
                         extra = [o for o in extra if not o.startswith("width_scale=")] + ["width_scale=1"]
                 specs.append({"env": env_id, "config": config_file, "overrides": extra, "total_steps": total_steps,
                               "variant": variant, "seed": seed, "grid": grid, "after": after,
-                              "run_dir": str(out / "runs" / run_name(variant, grid, seed))})
+                              "run_dir": run_dir})
     return specs
 
 

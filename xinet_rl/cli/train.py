@@ -27,11 +27,11 @@ from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from stable_baselines3.common.monitor import Monitor
 from torch.utils.tensorboard import SummaryWriter
 
-from xinet_rl.agents.xisac import XiSAC
+from xinet_rl.agents.xisac import XiSAC, check_budget
 from xinet_rl.callbacks import Checkpoints, Evaluate, EvaluationsCSV, ProgressBar, RecordPruning
 from xinet_rl.checkpoint import CheckpointError, checkpoint_dirs, env_state, read_checkpoint, set_env_state
 from xinet_rl.cli.common import Parser, UsageError, int_at_least, resolve_device, run_main
-from xinet_rl.config import (VARIANTS, ConfigError, TrainConfig, agent_kwargs, apply_overrides, read_yaml,
+from xinet_rl.config import (BUDGET_KEYS, VARIANTS, ConfigError, TrainConfig, agent_kwargs, apply_overrides, read_yaml,
                              resolve_config)
 from xinet_rl.envs import check_env_id, make_env
 from xinet_rl.guards import FiniteObservations, GuardedEnv
@@ -146,6 +146,8 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
                 log_interval=config.log_interval, reset_num_timesteps=resume_from is None)
     if checkpoints.signal is not None:
         raise Interrupted(checkpoints.signal, checkpoints.last_step or model.num_timesteps)
+    if model.budget is not None and model.cut_off_units():  # the final model is the policy it deploys
+        table.append_prune(model.prune_events[-1], model)
     elapsed = elapsed_before + time.perf_counter() - start
 
     if table.last_eval_step != model.num_timesteps:  # the final policy is always evaluated
@@ -163,13 +165,29 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
         "expected_params_final": model.policy.expected_param_counts(),
         "widths_initial": run_info["widths_initial"], "widths_final": model.policy.widths.networks(),
         "flops_initial": run_info["flops_initial"], "flops_final": model.flops(),
-        "train_flops_total": int(model.train_flops),
+        "train_flops_total": int(model.train_flops), "budget": budget_summary(model),
         "prune_events": len(model.prune_events), "device": str(device), "torch_threads": torch.get_num_threads(),
     }
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     env.close()
     eval_env.close()
     return summary
+
+
+def budget_summary(model: XiSAC) -> dict | None:
+    """Where a budgeted run ended: the budget (key, unit, absolute and as a fraction of the initial deployable
+    policy), the deployable cost of the units on (what ``xinet-export`` writes), expected and of the pruned tensors,
+    each also relative to the budget, and the final strength. ``None`` without a budget."""
+    budget = model.budget
+    if budget is None:
+        return None
+    state = model.budget_state()
+    return {"key": budget.key, "unit": budget.kind, "target": round(budget.target, 2),
+            "target_fraction": round(budget.fraction, 6), "initial": round(budget.initial, 2),
+            "final_on": round(state["on"], 2), "final_on_fraction_of_target": round(state["on"] / budget.target, 4),
+            "final_expected": round(state["expected"], 2), "final_model": round(state["model"], 2),
+            "final_model_fraction_of_target": round(state["model"] / budget.target, 4),
+            "prune_strength_final": state["prune_strength"]}
 
 
 def arch_widths(source: str) -> Widths:
@@ -230,6 +248,12 @@ def main(argv: list[str] | None = None) -> None:
         config = resolve_config(args.env, args.config, overrides, args.total_steps)
         if config.variant == "small":
             arch_widths(config.arch_from)  # a missing or foreign source run is a user error, before anything is written
+        if any(getattr(config, key) is not None for key in BUDGET_KEYS):  # a budget the model cannot meet, too
+            probe = make_env(args.env, seed=args.seed)
+            try:
+                check_budget(config, probe.observation_space, probe.action_space)
+            finally:
+                probe.close()
         run_dir = Path(args.out) if args.out else default_run_dir(args.env, args.seed)
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise UsageError(f"run directory {run_dir} already exists and is not empty (resume it with --resume)")

@@ -1,0 +1,178 @@
+"""Pruning to a budget: the controller on a regression problem with a known answer, the budget's resolution and its
+checks, the pruner's guard, and a budgeted agent end to end."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xinet_rl.agents.xisac import XiSAC
+from xinet_rl.budget import SETPOINT, BudgetController, deploy_cost, guard_keep, resolve_budget
+from xinet_rl.config import AgentConfig, ConfigError, checked_value, check_consistency
+from xinet_rl.cost import LossScale
+from xinet_rl.gates import Gate, MaskTape, curvature_corrected
+from xinet_rl.heads import GatedMLP
+from xinet_rl.structure import Widths, build_structure
+
+D, HIDDEN, TEACHER, STEPS = 6, 48, 24, 4000
+
+
+def _teacher(seed):
+    g = torch.Generator().manual_seed(seed)
+    w, b, v = torch.randn(TEACHER, D, generator=g), torch.randn(TEACHER, generator=g) * 0.3, torch.randn(TEACHER, generator=g)
+    return lambda x: F.relu(x @ w.T + b) @ v
+
+
+def _params(units):  # a D-units-1 MLP: (D+1) per hidden unit, one more weight per unit into the output, its bias
+    return (D + 2) * units + 1
+
+
+def _flops(units):  # matmul FLOPs of one sample: 2 per weight
+    return 2 * (D + 1) * units
+
+
+def _train_to_budget(cost_of, budget, seed=0):
+    """A gated student (48 units) of a teacher that needs 24, under a budget of fewer units than it needs: the
+    regularizer's strength is driven by the controller, exactly as in the agent's gate step. Returns the cost of the
+    units on at every step and the final strength."""
+    torch.manual_seed(seed)
+    teacher = _teacher(seed)
+    net, head = GatedMLP(D, [HIDDEN], True, 1.0), nn.Linear(HIDDEN, 1)
+    weights = list(net.linears.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(weights, lr=3e-3)
+    gate = net.gates[0]
+    gate_opt = torch.optim.Adam([gate.pi], lr=1e-2)
+    scale = LossScale(0.99)
+    controller = BudgetController("params", float(budget), lr=0.01)
+    log_strength = torch.tensor(math.log(0.01), dtype=torch.float64)  # far too weak for the budget at the start
+    unit_cost = (cost_of(1) - cost_of(0)) / cost_of(HIDDEN)  # ∂C/∂π_j of the normalised cost
+    costs = []
+
+    def on_cost():
+        return torch.tensor(float(cost_of(int((gate.pi > 0).sum()))), dtype=torch.float64)
+
+    for _ in range(STEPS):
+        x = torch.randn(256, D)
+        y = teacher(x) + 0.1 * torch.randn(256)
+        tape = MaskTape()
+        out = head(net(x, tape)).squeeze(-1)
+        loss = F.mse_loss(out, y)
+        grads = torch.autograd.grad(loss, weights + tape.masks, retain_graph=True)
+        pi_grad = curvature_corrected(tape.masks, grads[len(weights):], out, gn_coef=2.0)[0]
+        gate.pi.grad = pi_grad / scale.update(loss) + float(log_strength.exp()) * unit_cost
+        were_on = gate.pi.detach() > 0
+        gate_opt.step()
+        gate.project_()
+        controller.hold([gate.pi.data], [were_on], on_cost())
+        cost_on = on_cost()
+        controller.step(log_strength, cost_on)
+        costs.append(float(cost_on))
+        for p, g in zip(weights, grads):
+            p.grad = g
+        opt.step()
+    return np.array(costs), float(log_strength.exp())
+
+
+@pytest.mark.parametrize("cost_of", [_params, _flops], ids=["params", "flops"])
+def test_the_controller_reaches_the_budget_and_stays_there(cost_of):
+    budget = cost_of(12)  # half of what the teacher needs
+    costs, strength = _train_to_budget(cost_of, budget)
+    assert costs[0] == cost_of(HIDDEN)
+    last = costs[-1000:]
+    assert (last <= budget).all() and (last >= 0.85 * budget).all(), (last.min(), last.max(), budget)
+    assert strength > 0.01 * 10  # the strength had to rise by far to get there
+
+
+def test_a_step_moves_log_strength_by_the_clipped_log_ratio():
+    controller = BudgetController("params", 100.0, lr=0.5)
+    log_strength = torch.tensor(0.0, dtype=torch.float64)
+    controller.step(log_strength, torch.tensor(SETPOINT * 100.0 * math.e ** 0.2, dtype=torch.float64))
+    assert log_strength.item() == pytest.approx(0.5 * 0.2)
+    controller.step(log_strength, torch.tensor(1e9, dtype=torch.float64))  # far above: the step is clipped at lr
+    assert log_strength.item() == pytest.approx(0.1 + 0.5)
+    controller.step(log_strength, torch.tensor(SETPOINT * 100.0, dtype=torch.float64))  # at the setpoint: no step
+    assert log_strength.item() == pytest.approx(0.6)
+
+
+# ----- the budget's value and its resolution ------------------------------------------------------------------------
+@pytest.mark.parametrize("value, expected", [(0.1, 0.1), ("10%", 0.1), (1, 1.0), (5000, 5000.0), ("null", None),
+                                             (None, None)])
+def test_budget_values(value, expected):
+    assert checked_value("target_deploy_params", value) == expected
+
+
+@pytest.mark.parametrize("value, message", [
+    (0, "must be positive"), (-0.1, "must be positive"), ("150%", "must lie in (0%, 100%]"),
+    ("5MFLOPs", "expects a number of parameters (above 1), a fraction"), (1234.5, "must be whole"),
+    (True, "expects a number")])
+def test_bad_budget_values_name_the_rule(value, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        checked_value("target_deploy_params", value)
+
+
+def test_one_budget_at_a_time_and_only_with_gates():
+    with pytest.raises(ConfigError, match="contradict each other"):
+        check_consistency(AgentConfig(target_deploy_params=0.1, target_deploy_flops=0.1))
+    with pytest.raises(ConfigError, match="needs the gated agent"):
+        check_consistency(AgentConfig(target_deploy_params=0.1, gated=False))
+
+
+def _structure():
+    return build_structure(Widths(5, 2, 5, [4, 4], [4, 4], [16, 16], [16, 16], [16, 16]))
+
+
+def test_a_fraction_is_of_the_initial_deployable_cost_and_a_count_is_absolute():
+    structure = _structure()
+    initial = float(deploy_cost(structure, {}, "params"))
+    assert initial == 5 * 4 + 2 * 4 + 9 * 4 + 2 * 4 + 13 * 16 + 16 + 16 * 16 + 16 + 16 * 2 * 2 + 2 * 2
+    assert resolve_budget(AgentConfig(target_deploy_params=0.25), structure).target == 0.25 * initial
+    assert resolve_budget(AgentConfig(target_deploy_params=200), structure).target == 200
+    flops = float(deploy_cost(structure, {}, "flops"))
+    assert resolve_budget(AgentConfig(target_deploy_flops=0.5), structure).target == 0.5 * flops
+    assert resolve_budget(AgentConfig(), structure) is None
+
+
+def test_budgets_the_model_cannot_meet_are_refused():
+    structure = _structure()
+    with pytest.raises(ConfigError, match="larger than the model"):
+        resolve_budget(AgentConfig(target_deploy_params=10**6), structure)
+    # the smallest policy: no state units, one unit per actor layer: 5·1+1 + 1·1+1 + 1·4+4 = 16 parameters
+    assert resolve_budget(AgentConfig(target_deploy_params=16), structure).target == 16
+    with pytest.raises(ConfigError, match="below the smallest policy pruning can leave"):
+        resolve_budget(AgentConfig(target_deploy_params=15), structure)
+
+
+# ----- the pruner's guard ------------------------------------------------------------------------------------------
+def test_the_guard_puts_back_the_fewest_units_that_reach_the_budget():
+    structure = _structure()
+    gates = {g: Gate(w) for g, w in structure.groups.items() if g in structure.gated_groups}
+    keep = {g: torch.ones(gate.units, dtype=torch.bool) for g, gate in gates.items()}
+    keep["actor.0"][4:] = False  # 12 actor units due: 13·12 + 12 + 16·12 = 360 parameters less
+    gates["actor.0"].zero_checks[4:] = torch.arange(12)  # unit 4 left 0 last
+    full = float(deploy_cost(structure, {}, "params"))
+    assert guard_keep(keep, gates, structure, "params", full - 400) is keep  # far enough above: unchanged
+    guarded = guard_keep(keep, gates, structure, "params", full - 330)  # 30 parameters back: one unit (30 each)
+    assert guarded["actor.0"].sum() == 5 and bool(guarded["actor.0"][4])
+    assert float(deploy_cost(structure, {g: int(m.sum()) for g, m in guarded.items()}, "params")) >= full - 330
+    assert guard_keep(keep, gates, structure, "params", full - 300)["actor.0"].sum() == 6
+
+
+# ----- the agent ---------------------------------------------------------------------------------------------------
+TINY = dict(learning_starts=100, ofenet_pretrain_steps=20, batch_size=32, ofenet_units=4, ofenet_layers=2,
+            actor_widths=[32, 32], critic_widths=[16, 16], prune_start=100, prune_interval=50, budget_lr=0.05)
+
+
+def test_a_budgeted_agent_raises_its_strength_and_cuts_the_policy_to_the_budget():
+    model = XiSAC("MlpPolicy", gym.make("Pendulum-v1"), target_deploy_params=0.3, seed=0, **TINY)
+    initial = model.budget_state()
+    assert initial["on"] == initial["model"] == model.budget.initial and initial["prune_strength"] == pytest.approx(0.1)
+    model.learn(1500)
+    state = model.budget_state()
+    assert state["prune_strength"] > 0.1  # 3x over the budget: the strength rose
+    assert state["model"] >= state["target"]  # the pruner never cuts below the budget
+    assert state["on"] <= state["target"], state  # and the policy that is deployed is within it
+    assert model.prune_events  # units were removed on the way

@@ -1,0 +1,168 @@
+"""Pruning to a budget: the user states the deployable policy's size, a controller finds the strength.
+
+The regularizer's strength ``α`` is the price of one unit of (normalised) cost; a budget ``B`` on the deployable
+policy is a constraint, and ``α`` its Lagrange multiplier. The controller is dual ascent on ``log α``, taken at every
+gate step of the SAC phase::
+
+    log α  +=  budget_lr · clip(log(C_on / (SETPOINT · B)), -1, 1)
+
+``C_on`` is the deployable cost of the units that are on (``π > prune_eps``): the policy that ``xinet-export`` writes
+(units at 0 are left out of it), so the run ends at the budget in what is deployed, not in the expected cost, which
+sits below it while gates are between 0 and 1 (up to a quarter below on HalfCheetah). The log of the ratio makes the
+step the same at every scale of budget; the clip bounds it while the policy is still far above the budget; working on
+``log α`` keeps ``α`` positive. The setpoint sits a little under the budget so that units switching on and off near
+the end stay within it.
+
+A unit whose ``π`` reached 0 rarely comes back (while it is off its weights get no gradient), so the controller's lag
+(``α`` keeps rising while units are on their way down) would overshoot the budget for good. So the budget is a band:
+when a gate step takes ``C_on`` below ``FLOOR · B``, the units that went off in that step are held on at ``π = HOLD``
+(a projection onto ``C_on ≥ FLOOR · B``, as the clamp to [0, 1] is a projection onto the box), and ``α`` falls until
+the useful ones rise again. The pruner never cuts the model below ``B`` (:func:`guard_keep`): units at 0 that the
+budget does not need to lose stay in the tensors and may come back if the strength falls.
+
+Every step is tensor work (no host read), so a CUDA graph holds it; the state (``log α`` in the regularizer, the
+absolute budget here) is in the policy's ``state_dict``, so checkpoints continue it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from xinet_rl.config import ConfigError
+from xinet_rl.cost import expected_flops, expected_params
+from xinet_rl.structure import Structure
+
+SETPOINT = 0.95
+"""The controller aims at this fraction of the budget (see the module's docstring)."""
+
+FLOOR = 0.9
+"""A gate step does not take the deployable cost of the units on below this fraction of the budget."""
+
+HOLD = 1e-3
+"""Where a unit that would go below the floor is held (above ``prune_eps``; a unit at ``HOLD`` contributes a
+thousandth of its output)."""
+
+LOG_STRENGTH_RANGE = (math.log(1e-4), math.log(1e4))
+"""Bounds of ``log α``: a budget the model cannot meet (all units of the deployable policy already at the floor)
+must not drive the strength to overflow."""
+
+KINDS = {"target_deploy_params": "params", "target_deploy_flops": "flops"}
+UNITS = {"params": "parameters", "flops": "FLOPs per action"}
+
+
+def deploy_cost(structure: Structure, widths: Mapping[str, Tensor | float | int], kind: str) -> Tensor | float:
+    """The deployable policy's parameters (``kind="params"``) or matmul FLOPs per action (``"flops"``) at the given
+    group widths (structural widths for groups not in ``widths``)."""
+    if kind == "params":
+        return expected_params(structure, widths, deploy_only=True)
+    return expected_flops(structure, widths, deploy_only=True)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A resolved budget: ``kind`` (``params`` or ``flops``), ``target`` (absolute) and the initial model's cost."""
+
+    key: str
+    kind: str
+    target: float
+    initial: float
+
+    @property
+    def fraction(self) -> float:
+        return self.target / self.initial
+
+
+def resolve_budget(config, structure: Structure, min_units: int = 1) -> Budget | None:
+    """The budget that ``config`` states, as an absolute cost of the model built from ``structure`` (the initial,
+    unpruned one); ``None`` without a budget. A budget above the initial policy's cost or below the smallest policy the
+    pruner can leave (every DenseNet layer removed, ``min_units`` per actor layer) is a :class:`ConfigError`."""
+    keys = [key for key in KINDS if getattr(config, key, None) is not None]
+    if not keys:
+        return None
+    key = keys[0]
+    kind, value = KINDS[key], float(getattr(config, key))
+    initial = float(deploy_cost(structure, {}, kind))
+    target = value * initial if value <= 1 else value
+    if target > initial:
+        raise ConfigError(f"config key '{key}' ({value:g}) is larger than the model: its deployable policy has "
+                          f"{initial:.0f} {UNITS[kind]} at the start")
+    floor = {g: (min(min_units, w) if g.startswith("actor.") else 0) for g, w in structure.groups.items()
+             if g in structure.gated_groups}
+    smallest = float(deploy_cost(structure, floor, kind))
+    if target < smallest:
+        raise ConfigError(f"config key '{key}' ({value:g}) is below the smallest policy pruning can leave "
+                          f"({smallest:.0f} {UNITS[kind]}: no OFENet state units, {min_units} unit(s) per actor "
+                          f"layer)")
+    return Budget(key, kind, target, initial)
+
+
+class BudgetController(nn.Module):
+    """Dual ascent on the regularizer's ``log α`` toward a deployable-cost budget (see the module's docstring).
+
+    :param kind: ``params`` or ``flops``.
+    :param target: the budget, an absolute cost.
+    :param lr: the step on ``log α`` per gate step at a log-ratio of 1.
+    :param eps: a unit is off when ``π <= eps`` (the pruner's ``prune_eps``).
+    """
+
+    def __init__(self, kind: str, target: float, lr: float, eps: float = 0.0) -> None:
+        super().__init__()
+        self.kind, self.lr, self.eps = kind, float(lr), float(eps)
+        self.register_buffer("target", torch.tensor(float(target), dtype=torch.float64))
+
+    def on_cost(self, structure: Structure, gates: Mapping[str, nn.Module]) -> Tensor:
+        """``C_on``: the deployable cost of the units whose ``π`` is above ``eps``, a 0-dim float64 tensor."""
+        widths = {g: (gate.pi.detach() > self.eps).sum().to(torch.float64) for g, gate in gates.items()}
+        return torch.as_tensor(deploy_cost(structure, widths, self.kind), dtype=torch.float64)
+
+    @torch.no_grad()
+    def hold(self, pis: list[Tensor], were_on: list[Tensor], cost: Tensor) -> None:
+        """If ``cost`` (``C_on`` after a gate step) is below the floor, put the units that were on before the step
+        (``were_on``, ``π > eps`` per gate) and are off now back on at ``HOLD``, in place. Branch-free."""
+        below = cost < FLOOR * self.target
+        for pi, was_on in zip(pis, were_on):
+            dropped = was_on & (pi <= self.eps) & below
+            pi.copy_(torch.where(dropped, torch.full_like(pi, self.eps + HOLD), pi))
+
+    @torch.no_grad()
+    def step(self, log_strength: Tensor, cost: Tensor) -> None:
+        """One dual-ascent step on ``log_strength`` (in place) from the measured cost ``C_on``."""
+        gap = torch.log(cost.clamp_min(1.0) / (SETPOINT * self.target)).clamp_(-1.0, 1.0)
+        log_strength.add_(self.lr * gap).clamp_(*LOG_STRENGTH_RANGE)
+
+
+def guard_keep(keep: dict[str, Tensor], gates: Mapping[str, nn.Module], structure: Structure, kind: str,
+               target: float) -> dict[str, Tensor]:
+    """``keep`` with as few of the units it would remove put back as take the model's deployable cost to at least
+    ``target``: the units of the deployable policy that left 0 last (fewest checks at 0) come back first."""
+    def cost(masks: Mapping[str, Tensor]) -> float:
+        return float(deploy_cost(structure, {g: int(m.sum()) for g, m in masks.items()}, kind))
+
+    if cost(keep) >= target:
+        return keep
+    candidates = []  # (checks at 0, group, index) of every deployable unit that would be removed
+    for group, mask in keep.items():
+        if group.startswith("state.") or group.startswith("actor."):
+            checks = gates[group].zero_checks
+            candidates += [(int(checks[i]), group, int(i)) for i in (~mask).nonzero().flatten()]
+    candidates.sort()
+
+    def with_first(count: int) -> dict[str, Tensor]:
+        masks = {g: m.clone() for g, m in keep.items()}
+        for _, group, index in candidates[:count]:
+            masks[group][index] = True
+        return masks
+
+    low, high = 1, len(candidates)  # the fewest units put back that reach the target (cost grows with count)
+    while low < high:
+        middle = (low + high) // 2
+        if cost(with_first(middle)) >= target:
+            high = middle
+        else:
+            low = middle + 1
+    return with_first(low)
