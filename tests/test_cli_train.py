@@ -234,6 +234,20 @@ BAD_INPUT = [
                  ["config file", "not found", "missing.yaml"], id="missing-config-file"),
     pytest.param(lambda d: ["--env", ENV_ID, "--config", _write(d / "broken.yaml", "a: [1, 2\n")],
                  ["broken.yaml", "not valid YAML"], id="invalid-yaml-config"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_params=0"],
+                 ["target_deploy_params", "must be positive"], id="zero-budget"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_flops=-0.1"],
+                 ["target_deploy_flops", "must be positive"], id="negative-budget"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_params=10000000"],
+                 ["target_deploy_params", "larger than the model", "164684 parameters"], id="budget-above-the-model"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_params=20"],
+                 ["target_deploy_params", "below the smallest policy"], id="budget-below-the-smallest-policy"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_params=0.1", "target_deploy_flops=0.1"],
+                 ["'target_deploy_params' and 'target_deploy_flops' contradict each other"], id="two-budgets"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_flops=5MFLOPs"],
+                 ["target_deploy_flops", "FLOPs per action", "percentage", "5MFLOPs"], id="budget-with-a-unit"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_params=0.1", "--variant", "unpruned"],
+                 ["target_deploy_params", "needs the gated agent"], id="budget-without-gates"),
     pytest.param(lambda d: ["--env", ENV_ID, "--config", _write(d / "typo.yaml", "prune_strenght: 0.1\n")],
                  ["unknown config key", "prune_strenght", "prune_strength", "typo.yaml"], id="unknown-key-in-config"),
 ]
@@ -242,7 +256,7 @@ BAD_INPUT = [
 @pytest.mark.parametrize("make_args, words", BAD_INPUT)
 def test_bad_input_fails_in_one_line_and_leaves_nothing(tmp_path, make_args, words):
     out = tmp_path / "run"
-    proc = run_train(make_args(tmp_path) + ["--no-progress", "--out", str(out)], tmp_path, timeout=60)
+    proc = run_train(make_args(tmp_path) + ["--no-progress", "--out", str(out)], tmp_path, timeout=600)  # a hang guard
     assert proc.returncode == 2, f"rc {proc.returncode}, stderr:\n{proc.stderr[-4000:]}"
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -260,7 +274,7 @@ def test_resume_of_a_run_whose_environment_cannot_be_made_here(tmp_path):
     run = tmp_path / "old"
     run.mkdir()
     (run / "config.yaml").write_text("env: BipedalWalker-v3\nseed: 0\n")
-    proc = run_train(["--resume", str(run), "--no-progress"], tmp_path, timeout=60)
+    proc = run_train(["--resume", str(run), "--no-progress"], tmp_path, timeout=600)  # a hang guard
     assert proc.returncode == 2, proc.stderr[-4000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "registered but cannot be made here" in lines[0], proc.stderr

@@ -55,9 +55,12 @@ KINDS = {"target_deploy_params": "params", "target_deploy_flops": "flops"}
 UNITS = {"params": "parameters", "flops": "FLOPs per action"}
 
 
-def deploy_cost(structure: Structure, widths: Mapping[str, Tensor | float | int], kind: str) -> Tensor | float:
+def deploy_cost(structure: Structure, widths: Mapping[str, Tensor | float | int], kind: str,
+                state_only: bool = False) -> Tensor | float:
     """The deployable policy's parameters (``kind="params"``) or matmul FLOPs per action (``"flops"``) at the given
-    group widths (structural widths for groups not in ``widths``)."""
+    group widths (structural widths for groups not in ``widths``); ``state_only``: those of OFENet's state block."""
+    if state_only:
+        structure = Structure(structure.groups, [l for l in structure.layers if l.deploy and l.network == "ofenet"])
     if kind == "params":
         return expected_params(structure, widths, deploy_only=True)
     return expected_flops(structure, widths, deploy_only=True)
@@ -71,6 +74,12 @@ class Budget:
     kind: str
     target: float
     initial: float
+    state_initial: float = 0.0  # the state block's share of ``initial``
+
+    @property
+    def state_target(self) -> float:
+        """The state block's part of the budget in OFENet's pre-training: its share of the initial policy."""
+        return self.target * self.state_initial / self.initial
 
     @property
     def fraction(self) -> float:
@@ -98,7 +107,7 @@ def resolve_budget(config, structure: Structure, min_units: int = 1) -> Budget |
         raise ConfigError(f"config key '{key}' ({value:g}) is below the smallest policy pruning can leave "
                           f"({smallest:.0f} {UNITS[kind]}: no OFENet state units, {min_units} unit(s) per actor "
                           f"layer)")
-    return Budget(key, kind, target, initial)
+    return Budget(key, kind, target, initial, float(deploy_cost(structure, {}, kind, state_only=True)))
 
 
 class BudgetController(nn.Module):
@@ -108,31 +117,38 @@ class BudgetController(nn.Module):
     :param target: the budget, an absolute cost.
     :param lr: the step on ``log α`` per gate step at a log-ratio of 1.
     :param eps: a unit is off when ``π <= eps`` (the pruner's ``prune_eps``).
+    :param state_target: the state block's part of the budget, which OFENet's pre-training steers to (only OFENet's
+        gates move then, and the state block it leaves is hard to shrink later).
     """
 
-    def __init__(self, kind: str, target: float, lr: float, eps: float = 0.0) -> None:
+    def __init__(self, kind: str, target: float, lr: float, eps: float = 0.0, state_target: float = 0.0) -> None:
         super().__init__()
         self.kind, self.lr, self.eps = kind, float(lr), float(eps)
         self.register_buffer("target", torch.tensor(float(target), dtype=torch.float64))
+        self.register_buffer("state_target", torch.tensor(float(state_target), dtype=torch.float64))
 
-    def on_cost(self, structure: Structure, gates: Mapping[str, nn.Module]) -> Tensor:
-        """``C_on``: the deployable cost of the units whose ``π`` is above ``eps``, a 0-dim float64 tensor."""
+    def on_cost(self, structure: Structure, gates: Mapping[str, nn.Module], state_only: bool = False) -> Tensor:
+        """``C_on``: the deployable cost (``state_only``: of the state block) of the units whose ``π`` is above
+        ``eps``, a 0-dim float64 tensor."""
         widths = {g: (gate.pi.detach() > self.eps).sum().to(torch.float64) for g, gate in gates.items()}
-        return torch.as_tensor(deploy_cost(structure, widths, self.kind), dtype=torch.float64)
+        return torch.as_tensor(deploy_cost(structure, widths, self.kind, state_only), dtype=torch.float64)
 
     @torch.no_grad()
-    def hold(self, pis: list[Tensor], were_on: list[Tensor], cost: Tensor) -> None:
-        """If ``cost`` (``C_on`` after a gate step) is below the floor, put the units that were on before the step
-        (``were_on``, ``π > eps`` per gate) and are off now back on at ``HOLD``, in place. Branch-free."""
-        below = cost < FLOOR * self.target
+    def hold(self, pis: list[Tensor], were_on: list[Tensor], cost: Tensor, target: Tensor | None = None) -> None:
+        """If ``cost`` (``C_on`` after a gate step) is below the floor of ``target`` (default: the budget), put the
+        units that were on before the step (``were_on``, ``π > eps`` per gate) and are off now back on at ``HOLD``, in
+        place. Branch-free."""
+        below = cost < FLOOR * (self.target if target is None else target)
         for pi, was_on in zip(pis, were_on):
             dropped = was_on & (pi <= self.eps) & below
             pi.copy_(torch.where(dropped, torch.full_like(pi, self.eps + HOLD), pi))
 
     @torch.no_grad()
-    def step(self, log_strength: Tensor, cost: Tensor) -> None:
-        """One dual-ascent step on ``log_strength`` (in place) from the measured cost ``C_on``."""
-        gap = torch.log(cost.clamp_min(1.0) / (SETPOINT * self.target)).clamp_(-1.0, 1.0)
+    def step(self, log_strength: Tensor, cost: Tensor, target: Tensor | None = None) -> None:
+        """One dual-ascent step on ``log_strength`` (in place) from the measured cost ``C_on`` toward ``target``
+        (default: the budget)."""
+        target = self.target if target is None else target
+        gap = torch.log(cost.clamp_min(1.0) / (SETPOINT * target.clamp_min(1.0))).clamp_(-1.0, 1.0)
         log_strength.add_(self.lr * gap).clamp_(*LOG_STRENGTH_RANGE)
 
 

@@ -178,7 +178,8 @@ class XiSAC(OffPolicyAlgorithm):
         # a budget is a cost of the initial (unpruned) model: resolved from the config, whatever the current widths
         self.budget: Budget | None = check_budget(cfg, self.observation_space, self.action_space)
         budget = None if self.budget is None else dict(kind=self.budget.kind, target=self.budget.target,
-                                                       lr=cfg.budget_lr, eps=cfg.prune_eps)
+                                                       lr=cfg.budget_lr, eps=cfg.prune_eps,
+                                                       state_target=self.budget.state_target)
         self.policy_kwargs = dict(widths=widths.to_dict(), gated=cfg.gated, pi_init=cfg.pi_init, pi_lr=cfg.pi_lr,
                                   ofenet_lr=cfg.ofenet_lr, prune_strength=cfg.prune_strength,
                                   deploy_cost_mix=cfg.deploy_cost_mix, loss_scale_decay=cfg.loss_scale_decay,
@@ -568,9 +569,10 @@ class XiSAC(OffPolicyAlgorithm):
             pi_grads.update(zip(groups, torch._foreach_div(grads, scale)))
 
     def _gate_step(self, loss_grads: dict[str, Tensor], adapt_strength: bool = False) -> None:
-        """One projected Adam step on every ``π`` that has a loss gradient: loss part plus ``α ∂C/∂π``. With
-        ``adapt_strength`` (the SAC phase's gate steps, where every gate moves) a budget's controller then takes its
-        step on ``α``; OFENet's pre-training, which moves only OFENet's gates, leaves ``α`` as it is."""
+        """One projected Adam step on every ``π`` that has a loss gradient: loss part plus ``α ∂C/∂π``. A
+        budget's controller then takes its step on ``α``: with ``adapt_strength`` (the SAC phase's gate steps, where
+        every gate moves) toward the budget, without (OFENet's pre-training, where only OFENet's gates move) toward the
+        state block's share of it."""
         p = self.policy
         gates = p.gates()
         costs = p.regularizer.unit_costs(p.structure(), {g: gate.pi for g, gate in gates.items()})
@@ -588,11 +590,11 @@ class XiSAC(OffPolicyAlgorithm):
             pis = [gate.pi for gate in gates.values()]
             torch._foreach_clamp_min_(pis, 0.0)
             torch._foreach_clamp_max_(pis, 1.0)
-        if budget is not None:  # the budget's floor, then (SAC phase) the controller's step on α
-            structure = p.structure()
-            budget.hold(pis, were_on, budget.on_cost(structure, gates))
-            if adapt_strength:
-                budget.step(p.regularizer.log_strength, budget.on_cost(structure, gates))
+        if budget is not None:  # the budget's floor, then the controller's step on α (pre-training: the state block's)
+            structure, state_only = p.structure(), not adapt_strength
+            target = budget.state_target if state_only else budget.target
+            budget.hold(pis, were_on, budget.on_cost(structure, gates, state_only), target)
+            budget.step(p.regularizer.log_strength, budget.on_cost(structure, gates, state_only), target)
 
     def dump_logs(self) -> None:
         """SB3's console/TensorBoard dump, plus the gates: sum of ``π`` per network, expected parameter count and a

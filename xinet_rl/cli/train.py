@@ -50,7 +50,10 @@ class Interrupted(Exception):
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Train a SAC agent with a gated OFENet that prunes itself while it learns. "
                     "Config keys apply in this order: the defaults, the environment's shipped YAML, --config, --set, "
-                    "--total-steps.")
+                    "--total-steps.", epilog="Budgets: instead of choosing prune_strength, state the size of the "
+                    "deployable policy and let the strength follow it, e.g. --set target_deploy_params=10% (or 0.1, "
+                    "or a count such as 16000 parameters; target_deploy_flops for matmul FLOPs per action). The run "
+                    "ends with its deployed policy within the budget (README: Pruning to a budget).")
     parser.add_argument("--env", help="gymnasium id of a continuous-control environment, e.g. HalfCheetah-v4, or "
                         "module:Id for one a module registers (required unless --resume)")
     parser.add_argument("--config", metavar="FILE", help="YAML file of config keys (applied after the environment's "
