@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xinet_rl.agents.xisac import XiSAC
-from xinet_rl.budget import SETPOINT, BudgetController, deploy_cost, guard_keep, resolve_budget
+from xinet_rl.budget import SETPOINT, TRANSIT_GAIN, BudgetController, deploy_cost, guard_keep, resolve_budget
 from xinet_rl.config import AgentConfig, ConfigError, checked_value, check_consistency
 from xinet_rl.cost import LossScale
 from xinet_rl.gates import Gate, MaskTape, curvature_corrected
@@ -69,7 +69,8 @@ def _train_to_budget(cost_of, budget, seed=0):
         gate.project_()
         controller.hold([gate.pi.data], [were_on], on_cost())
         cost_on = on_cost()
-        controller.step(log_strength, cost_on)
+        expected = cost_of(float(gate.pi.detach().sum()))
+        controller.step(log_strength, cost_on, torch.tensor(float(expected), dtype=torch.float64))
         costs.append(float(cost_on))
         for p, g in zip(weights, grads):
             p.grad = g
@@ -90,12 +91,18 @@ def test_the_controller_reaches_the_budget_and_stays_there(cost_of):
 def test_a_step_moves_log_strength_by_the_clipped_log_ratio():
     controller = BudgetController("params", 100.0, lr=0.5)
     log_strength = torch.tensor(0.0, dtype=torch.float64)
-    controller.step(log_strength, torch.tensor(SETPOINT * 100.0 * math.e ** 0.2, dtype=torch.float64))
-    assert log_strength.item() == pytest.approx(0.5 * 0.2)
-    controller.step(log_strength, torch.tensor(1e9, dtype=torch.float64))  # far above: the step is clipped at lr
-    assert log_strength.item() == pytest.approx(0.1 + 0.5)
-    controller.step(log_strength, torch.tensor(SETPOINT * 100.0, dtype=torch.float64))  # at the setpoint: no step
-    assert log_strength.item() == pytest.approx(0.6)
+
+    def step(on, expected):
+        before = log_strength.item()
+        controller.step(log_strength, torch.tensor(SETPOINT * 100 * on, dtype=torch.float64),
+                        torch.tensor(SETPOINT * 100 * expected, dtype=torch.float64))
+        return log_strength.item() - before
+
+    assert step(math.e ** 0.3, math.e ** 0.2) == pytest.approx(0.5 * 0.2)  # expected above: it sets the step
+    assert step(1e9, 1e8) == pytest.approx(0.5)  # far above: clipped at lr
+    assert step(math.e ** 0.3, math.e ** -0.2) == pytest.approx(0.5 * TRANSIT_GAIN * 0.3)  # units on their way
+    assert step(math.e ** -0.2, math.e ** -0.4) == pytest.approx(-0.5 * 0.2)  # under the setpoint: the units on
+    assert step(1.0, 0.5) == pytest.approx(0.0)
 
 
 # ----- the budget's value and its resolution ------------------------------------------------------------------------
@@ -131,6 +138,8 @@ def test_a_fraction_is_of_the_initial_deployable_cost_and_a_count_is_absolute():
     assert initial == 5 * 4 + 2 * 4 + 9 * 4 + 2 * 4 + 13 * 16 + 16 + 16 * 16 + 16 + 16 * 2 * 2 + 2 * 2
     assert resolve_budget(AgentConfig(target_deploy_params=0.25), structure).target == 0.25 * initial
     assert resolve_budget(AgentConfig(target_deploy_params=200), structure).target == 200
+    # pre-training steers the state block (two BN layers: 5·4 + 2·4 and 9·4 + 2·4) to its share of the budget
+    assert resolve_budget(AgentConfig(target_deploy_params=200), structure).state_target == 200 * 72 / initial
     flops = float(deploy_cost(structure, {}, "flops"))
     assert resolve_budget(AgentConfig(target_deploy_flops=0.5), structure).target == 0.5 * flops
     assert resolve_budget(AgentConfig(), structure) is None

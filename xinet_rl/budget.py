@@ -4,14 +4,21 @@ The regularizer's strength ``α`` is the price of one unit of (normalised) cost;
 policy is a constraint, and ``α`` its Lagrange multiplier. The controller is dual ascent on ``log α``, taken at every
 gate step of the SAC phase::
 
-    log α  +=  budget_lr · clip(log(C_on / (SETPOINT · B)), -1, 1)
+    log α  +=  budget_lr · clip(gap, -1, 1),   S = SETPOINT · B
+    gap = log(C(π) / S)                  while the expected cost C(π) is at or above S,
+          TRANSIT_GAIN · log(C_on / S)   while C(π) is under S but the units on are not,
+          log(C_on / S)                  once the units on are under S.
 
-``C_on`` is the deployable cost of the units that are on (``π > prune_eps``): the policy that ``xinet-export`` writes
-(units at 0 are left out of it), so the run ends at the budget in what is deployed, not in the expected cost, which
-sits below it while gates are between 0 and 1 (up to a quarter below on HalfCheetah). The log of the ratio makes the
-step the same at every scale of budget; the clip bounds it while the policy is still far above the budget; working on
-``log α`` keeps ``α`` positive. The setpoint sits a little under the budget so that units switching on and off near
-the end stay within it.
+What has to end within the budget is ``C_on``, the deployable cost of the units that are on (``π > prune_eps``): the
+policy that ``xinet-export`` writes (units at 0 are left out of it). The expected cost sits below it while gates are
+between 0 and 1 (up to a quarter below on HalfCheetah), and it lags: a unit counts in ``C_on`` until its ``π`` has
+travelled all the way to 0, hundreds of gate steps after ``α`` made it go. Driven by ``C_on`` alone, ``α`` kept
+rising through that lag and overshot by orders of magnitude (HalfCheetah, 5% budget: ``α`` 53 at the end of
+pre-training, every state unit but two gone). So ``α`` rises on the expected cost, which answers at once, stops when
+that reaches the setpoint, pushes gently while units are still on their way down (or stuck between 0 and 1), and
+falls on ``C_on`` once the policy is under the setpoint. The log of the ratio makes the step the same at every scale
+of budget; the clip bounds it while the policy is still far above the budget; working on ``log α`` keeps ``α``
+positive. The setpoint sits a little under the budget so that units switching on and off near the end stay within it.
 
 A unit whose ``π`` reached 0 rarely comes back (while it is off its weights get no gradient), so the controller's lag
 (``α`` keeps rising while units are on their way down) would overshoot the budget for good. So the budget is a band:
@@ -39,6 +46,10 @@ from xinet_rl.structure import Structure
 
 SETPOINT = 0.95
 """The controller aims at this fraction of the budget (see the module's docstring)."""
+
+TRANSIT_GAIN = 0.1
+"""The controller's gain while the expected cost is under the setpoint but the units on are not (see the module's
+docstring)."""
 
 FLOOR = 0.9
 """A gate step does not take the deployable cost of the units on below this fraction of the budget."""
@@ -144,12 +155,20 @@ class BudgetController(nn.Module):
             pi.copy_(torch.where(dropped, torch.full_like(pi, self.eps + HOLD), pi))
 
     @torch.no_grad()
-    def step(self, log_strength: Tensor, cost: Tensor, target: Tensor | None = None) -> None:
-        """One dual-ascent step on ``log_strength`` (in place) from the measured cost ``C_on`` toward ``target``
-        (default: the budget)."""
-        target = self.target if target is None else target
-        gap = torch.log(cost.clamp_min(1.0) / (SETPOINT * target.clamp_min(1.0))).clamp_(-1.0, 1.0)
-        log_strength.add_(self.lr * gap).clamp_(*LOG_STRENGTH_RANGE)
+    def expected_cost(self, structure: Structure, gates: Mapping[str, nn.Module], state_only: bool = False) -> Tensor:
+        """``C(π)``: the expected deployable cost (``state_only``: of the state block), a 0-dim float64 tensor."""
+        widths = {g: gate.pi.detach().sum().to(torch.float64) for g, gate in gates.items()}
+        return torch.as_tensor(deploy_cost(structure, widths, self.kind, state_only), dtype=torch.float64)
+
+    @torch.no_grad()
+    def step(self, log_strength: Tensor, on: Tensor, expected: Tensor, target: Tensor | None = None) -> None:
+        """One dual-ascent step on ``log_strength`` (in place) toward ``target`` (default: the budget), from the cost
+        of the units on and the expected cost (see the module's docstring for the three cases). Branch-free."""
+        setpoint = SETPOINT * (self.target if target is None else target).clamp_min(1.0)
+        on_gap = torch.log(on.clamp_min(1.0) / setpoint)
+        expected_gap = torch.log(expected.clamp_min(1e-6) / setpoint)
+        gap = torch.where(expected_gap >= 0, expected_gap, torch.where(on_gap > 0, TRANSIT_GAIN * on_gap, on_gap))
+        log_strength.add_(self.lr * gap.clamp(-1.0, 1.0)).clamp_(*LOG_STRENGTH_RANGE)
 
 
 def guard_keep(keep: dict[str, Tensor], gates: Mapping[str, nn.Module], structure: Structure, kind: str,

@@ -594,7 +594,8 @@ class XiSAC(OffPolicyAlgorithm):
             structure, state_only = p.structure(), not adapt_strength
             target = budget.state_target if state_only else budget.target
             budget.hold(pis, were_on, budget.on_cost(structure, gates, state_only), target)
-            budget.step(p.regularizer.log_strength, budget.on_cost(structure, gates, state_only), target)
+            budget.step(p.regularizer.log_strength, budget.on_cost(structure, gates, state_only),
+                        budget.expected_cost(structure, gates, state_only), target)
 
     def dump_logs(self) -> None:
         """SB3's console/TensorBoard dump, plus the gates: sum of ``π`` per network, expected parameter count and a
