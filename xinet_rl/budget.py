@@ -24,7 +24,15 @@ A unit whose ``π`` reached 0 rarely comes back (while it is off its weights get
 (``α`` keeps rising while units are on their way down) would overshoot the budget for good. So the budget is a band:
 when a gate step takes ``C_on`` below ``FLOOR · B``, the units that went off in that step are held on at ``π = HOLD``
 (a projection onto ``C_on ≥ FLOOR · B``, as the clamp to [0, 1] is a projection onto the box), and ``α`` falls until
-the useful ones rise again. The pruner never cuts the model below ``B`` (:func:`guard_keep`): units at 0 that the
+the useful ones rise again.
+
+In OFENet's pre-training only OFENet's gates move, and the state block it leaves is hard to shrink later (a trained
+state unit's credit from the auxiliary loss outweighs its cost). So pre-training has a constraint of its own, the
+state block within its share of the budget (its share of the initial policy), with its own multiplier: the same
+controller on the state block's costs. The SAC phase then starts the budget's multiplier afresh at ``prune_strength``
+(carried over, the pre-training multiplier of 50 on HalfCheetah stripped the actor and critics in the first updates).
+
+The pruner never cuts the model below ``B`` (:func:`guard_keep`): units at 0 that the
 budget does not need to lose stay in the tensors and may come back if the strength falls.
 
 Every step is tensor work (no host read), so a CUDA graph holds it; the state (``log α`` in the regularizer, the

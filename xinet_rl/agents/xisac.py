@@ -235,6 +235,8 @@ class XiSAC(OffPolicyAlgorithm):
                 hook(done, due)
         if due > 0:
             self.train_flops += due * pretrain_flops(p.structure(), batch_size, cfg.gated)
+            if p.budget is not None:  # the state block's multiplier is done; the budget's starts at prune_strength
+                p.regularizer.log_strength.fill_(math.log(cfg.prune_strength))
         if graphed is not None:  # the losses of all of them are checked once, at the end
             values, went_bad, _ = graphed.read()
             if "aux_loss" in went_bad or not math.isfinite(values["aux_loss"]):
