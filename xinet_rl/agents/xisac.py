@@ -410,7 +410,7 @@ class XiSAC(OffPolicyAlgorithm):
         if p.budget is not None:
             structure = p.structure()
             state.update(target=float(p.budget.target),
-                         expected=float(deploy_cost(structure, p.expected_widths(), p.budget.kind)),
+                         expected=float(p.budget.expected_cost(structure, p.gates())),
                          on=float(p.budget.on_cost(structure, p.gates())),
                          model=float(deploy_cost(structure, {}, p.budget.kind)))
         return state
