@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from xinet_rl.agents.xisac import XiSAC
-from xinet_rl.budget import SETPOINT, TRANSIT_GAIN, BudgetController, deploy_cost, guard_keep, resolve_budget
+from xinet_rl.budget import (FLOOR, HOLD, SETPOINT, TRANSIT_GAIN, BudgetController, deploy_cost, fit_keep, guard_keep,
+                             resolve_budget)
 from xinet_rl.config import AgentConfig, ConfigError, checked_value, check_consistency
 from xinet_rl.cost import LossScale
 from xinet_rl.gates import Gate, MaskTape, curvature_corrected
@@ -52,8 +53,8 @@ def _train_to_budget(cost_of, budget, seed=0):
     unit_cost = (cost_of(1) - cost_of(0)) / cost_of(HIDDEN)  # ∂C/∂π_j of the normalised cost
     costs = []
 
-    def on_cost():
-        return torch.tensor(float(cost_of(int((gate.pi > 0).sum()))), dtype=torch.float64)
+    def on_cost(above=0.0):
+        return torch.tensor(float(cost_of(int((gate.pi > above).sum()))), dtype=torch.float64)
 
     for _ in range(STEPS):
         x = torch.randn(256, D)
@@ -64,13 +65,13 @@ def _train_to_budget(cost_of, budget, seed=0):
         grads = torch.autograd.grad(loss, weights + tape.masks, retain_graph=True)
         pi_grad = curvature_corrected(tape.masks, grads[len(weights):], out, gn_coef=2.0)[0]
         gate.pi.grad = pi_grad / scale.update(loss) + float(log_strength.exp()) * unit_cost
-        were_on = gate.pi.detach() > 0
+        before = gate.pi.detach().clone()
         gate_opt.step()
         gate.project_()
-        controller.hold([gate.pi.data], [were_on], on_cost())
+        controller.hold([gate.pi.data], [before], on_cost(), [torch.tensor(float(cost_of(1) - cost_of(0)))])
         cost_on = on_cost()
         expected = cost_of(float(gate.pi.detach().sum()))
-        controller.step(log_strength, cost_on, torch.tensor(float(expected), dtype=torch.float64))
+        controller.step(log_strength, on_cost(HOLD), torch.tensor(float(expected), dtype=torch.float64))
         costs.append(float(cost_on))
         for p, g in zip(weights, grads):
             p.grad = g
@@ -103,6 +104,22 @@ def test_a_step_moves_log_strength_by_the_clipped_log_ratio():
     assert step(math.e ** 0.3, math.e ** -0.2) == pytest.approx(0.5 * TRANSIT_GAIN * 0.3)  # units on their way
     assert step(math.e ** -0.2, math.e ** -0.4) == pytest.approx(-0.5 * 0.2)  # under the setpoint: the units on
     assert step(1.0, 0.5) == pytest.approx(0.0)
+
+
+def test_the_floor_puts_back_only_the_units_it_needs_those_highest_before_the_step_first():
+    controller = BudgetController("params", 100.0, lr=0.1)
+    before = [torch.tensor([0.5, 0.02, 0.04, 0.9]), torch.tensor([0.03, 0.0])]
+    after = [torch.tensor([0.6, 0.0, 0.0, 0.9]), torch.tensor([0.0, 0.0])]  # three units went off in the step
+    # 87 on, the floor at 90: 3 short; a unit of group 0 costs 2, one of group 1 costs 5
+    controller.hold(after, before, torch.tensor(87.0, dtype=torch.float64),
+                    [torch.tensor(2.0, dtype=torch.float64), torch.tensor(5.0, dtype=torch.float64)])
+    # highest first: 0.04 (group 0, index 2) then 0.03 (group 1, index 0) cover 7 >= 3; 0.02 stays off
+    assert after[0].tolist() == pytest.approx([0.6, 0.0, HOLD, 0.9])
+    assert after[1].tolist() == pytest.approx([HOLD, 0.0])
+    unchanged = [torch.tensor([0.0, 0.0])]
+    controller.hold(unchanged, [torch.tensor([0.2, 0.0])], torch.tensor(FLOOR * 100.0, dtype=torch.float64),
+                    [torch.tensor(1.0, dtype=torch.float64)])
+    assert unchanged[0].tolist() == [0.0, 0.0]  # at the floor: nothing comes back
 
 
 # ----- the budget's value and its resolution ------------------------------------------------------------------------
@@ -170,6 +187,36 @@ def test_the_guard_puts_back_the_fewest_units_that_reach_the_budget():
     assert guard_keep(keep, gates, structure, "params", full - 300)["actor.0"].sum() == 6
 
 
+
+def test_the_end_of_a_budgeted_run_removes_the_fewest_lowest_units_that_fit_the_budget():
+    structure = _structure()
+    gates = {g: Gate(w) for g, w in structure.groups.items() if g in structure.gated_groups}
+    keep = {g: torch.ones(gate.units, dtype=torch.bool) for g, gate in gates.items()}
+    with torch.no_grad():
+        gates["actor.0"].pi.copy_(torch.linspace(1.0, 0.05, gates["actor.0"].units))
+    full = float(deploy_cost(structure, {}, "params"))
+    assert fit_keep(keep, gates, structure, "params", full)["actor.0"].all()  # fits already: nothing removed
+    fitted = fit_keep(keep, gates, structure, "params", full - 45)  # two actor units (30 each) take it under
+    assert fitted["actor.0"].sum() == gates["actor.0"].units - 2 and not fitted["actor.0"][-2:].any()
+    assert float(deploy_cost(structure, {g: int(m.sum()) for g, m in fitted.items()}, "params")) <= full - 45
+
+
+def test_unit_costs_are_the_exact_cost_of_one_more_unit():
+    structure = _structure()
+    gates = {g: Gate(w) for g, w in structure.groups.items() if g in structure.gated_groups}
+    with torch.no_grad():
+        for gate in gates.values():
+            gate.pi[: gate.units // 2] = 0.0
+    widths = {g: int((gate.pi > 0).sum()) for g, gate in gates.items()}
+    for kind, state_only in [("params", False), ("flops", False), ("params", True)]:
+        controller = BudgetController(kind, 100.0, lr=0.1)
+        for group, unit_cost in zip(gates, controller.unit_costs(structure, gates, state_only)):
+            more = {**widths, group: widths[group] + 1}
+            exact = (float(deploy_cost(structure, more, kind, state_only))
+                     - float(deploy_cost(structure, widths, kind, state_only)))
+            assert float(unit_cost) == exact, (kind, state_only, group)
+
+
 # ----- the agent ---------------------------------------------------------------------------------------------------
 TINY = dict(learning_starts=100, ofenet_pretrain_steps=20, batch_size=32, ofenet_units=4, ofenet_layers=2,
             actor_widths=[32, 32], critic_widths=[16, 16], prune_start=100, prune_interval=50, budget_lr=0.05,
@@ -180,14 +227,18 @@ def test_a_budgeted_agent_raises_its_strength_and_ends_as_the_policy_it_deploys(
     model = XiSAC("MlpPolicy", gym.make("Pendulum-v1"), target_deploy_params=0.3, seed=0, **TINY)
     initial = model.budget_state()
     assert initial["on"] == initial["model"] == model.budget.initial and initial["prune_strength"] == pytest.approx(0.1)
-    model.learn(800)
+    strengths = []
+    model.learn(800, callback=lambda local, _: strengths.append(model.budget_state()["prune_strength"]) or True)
     state = model.budget_state()
-    assert state["prune_strength"] > 0.1  # 3x over the budget: the strength rose
+    assert max(strengths) > 3 * 0.1  # 3x over the budget: the strength rose
     assert state["model"] >= state["target"]  # the pruner never cuts below the budget
+    assert state["on"] >= FLOOR * state["target"]  # nor the gates below the floor
     assert state["on"] < initial["on"] and model.prune_events  # units went off, and were removed on the way
     # the end of a budgeted run: the model becomes the policy it deploys (the units on), and acts as before
     obs = np.zeros((4, 3), dtype=np.float32)
     before = model.predict(obs, deterministic=True)[0]
     model.cut_off_units()
-    assert model.policy.param_counts()["deploy"] == state["on"] == model.budget_state()["model"]
-    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], before, atol=1e-5)
+    assert model.policy.param_counts()["deploy"] == model.budget_state()["model"] <= state["target"]
+    if state["on"] <= state["target"]:  # only units at 0 went: it acts as before
+        assert model.policy.param_counts()["deploy"] == state["on"]
+        np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], before, atol=1e-5)

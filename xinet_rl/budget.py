@@ -22,9 +22,12 @@ positive. The setpoint sits a little under the budget so that units switching on
 
 A unit whose ``π`` reached 0 rarely comes back (while it is off its weights get no gradient), so the controller's lag
 (``α`` keeps rising while units are on their way down) would overshoot the budget for good. So the budget is a band:
-when a gate step takes ``C_on`` below ``FLOOR · B``, the units that went off in that step are held on at ``π = HOLD``
-(a projection onto ``C_on ≥ FLOOR · B``, as the clamp to [0, 1] is a projection onto the box), and ``α`` falls until
-the useful ones rise again.
+when a gate step takes ``C_on`` below ``FLOOR · B``, as few of the units that went off in that step as fill the gap
+are held on at ``π = HOLD``, those that stood highest before the step first (a projection onto ``C_on ≥ FLOOR · B``,
+as the clamp to [0, 1] is a projection onto the box). A held unit is on only by the floor, so the controller's "units
+on" leave it out (``free``): with the floor binding, they are under the setpoint and ``α`` falls until useful units
+rise again. (Holding every unit that went off in the step, and counting held units as on, left 115 of 154 actor units
+at exactly ``HOLD`` on HalfCheetah at a 5% budget, and ``α`` kept rising on them: commit d94534b.)
 
 In OFENet's pre-training only OFENet's gates move, and the state block it leaves is hard to shrink later (a trained
 state unit's credit from the auxiliary loss outweighs its cost). So pre-training has a constraint of its own, the
@@ -83,6 +86,24 @@ def deploy_cost(structure: Structure, widths: Mapping[str, Tensor | float | int]
     if kind == "params":
         return expected_params(structure, widths, deploy_only=True)
     return expected_flops(structure, widths, deploy_only=True)
+
+
+def unit_deploy_costs(structure: Structure, widths: Mapping[str, Tensor | float | int], kind: str,
+                      state_only: bool = False) -> dict[str, Tensor | float]:
+    """Per group, the deployable cost of one more unit at ``widths``: ``∂C/∂w``, exact, as every layer's cost is
+    linear in each group's width (a layer reads other groups, never its own)."""
+    layers = [l for l in structure.layers if l.deploy and (not state_only or l.network == "ofenet")]
+    per_unit: dict[str, Tensor | float] = {g: 0.0 for g in structure.groups}
+    for layer in layers:
+        fan_in = sum(widths.get(g, structure.groups[g]) for g in layer.inputs)
+        out = widths.get(layer.out, structure.groups[layer.out]) if layer.out is not None else layer.out_dim
+        scale = 1 if kind == "params" else 2  # FLOPs: 2 per weight, biases and BatchNorm not counted
+        for group in layer.inputs:
+            per_unit[group] = per_unit[group] + scale * out
+        if layer.out is not None:
+            extra = (2 if layer.batchnorm else 1) if kind == "params" else 0
+            per_unit[layer.out] = per_unit[layer.out] + scale * fan_in + extra
+    return per_unit
 
 
 @dataclass(frozen=True)
@@ -146,21 +167,40 @@ class BudgetController(nn.Module):
         self.register_buffer("target", torch.tensor(float(target), dtype=torch.float64))
         self.register_buffer("state_target", torch.tensor(float(state_target), dtype=torch.float64))
 
-    def on_cost(self, structure: Structure, gates: Mapping[str, nn.Module], state_only: bool = False) -> Tensor:
+    def on_cost(self, structure: Structure, gates: Mapping[str, nn.Module], state_only: bool = False,
+                free: bool = False) -> Tensor:
         """``C_on``: the deployable cost (``state_only``: of the state block) of the units whose ``π`` is above
-        ``eps``, a 0-dim float64 tensor."""
-        widths = {g: (gate.pi.detach() > self.eps).sum().to(torch.float64) for g, gate in gates.items()}
+        ``eps`` (``free``: above the floor's ``HOLD``, the units that are on by their own gradient), a 0-dim float64
+        tensor."""
+        above = self.eps + HOLD if free else self.eps
+        widths = {g: (gate.pi.detach() > above).sum().to(torch.float64) for g, gate in gates.items()}
         return torch.as_tensor(deploy_cost(structure, widths, self.kind, state_only), dtype=torch.float64)
 
+    def unit_costs(self, structure: Structure, gates: Mapping[str, nn.Module], state_only: bool = False
+                   ) -> list[Tensor]:
+        """Per gate, the deployable cost (``state_only``: of the state block) of one more unit on, at the current
+        widths of the units on (:func:`unit_deploy_costs`)."""
+        widths = {g: (gate.pi.detach() > self.eps).sum().to(torch.float64) for g, gate in gates.items()}
+        costs = unit_deploy_costs(structure, widths, self.kind, state_only)
+        return [torch.as_tensor(costs[g], dtype=torch.float64) for g in gates]
+
     @torch.no_grad()
-    def hold(self, pis: list[Tensor], were_on: list[Tensor], cost: Tensor, target: Tensor | None = None) -> None:
-        """If ``cost`` (``C_on`` after a gate step) is below the floor of ``target`` (default: the budget), put the
-        units that were on before the step (``were_on``, ``π > eps`` per gate) and are off now back on at ``HOLD``, in
-        place. Branch-free."""
-        below = cost < FLOOR * (self.target if target is None else target)
-        for pi, was_on in zip(pis, were_on):
-            dropped = was_on & (pi <= self.eps) & below
-            pi.copy_(torch.where(dropped, torch.full_like(pi, self.eps + HOLD), pi))
+    def hold(self, pis: list[Tensor], before: list[Tensor], cost: Tensor, unit_costs: list[Tensor],
+             target: Tensor | None = None) -> None:
+        """If ``cost`` (``C_on`` after a gate step) is below the floor of ``target`` (default: the budget), put back on
+        at ``HOLD``, in place, as few of the units the step took off (``π`` above ``eps`` in ``before``, at most
+        ``eps`` now) as fill the gap, those that stood highest before the step first. ``unit_costs``: per gate, the
+        deployable cost of one of its units (0 where the gate's units are not deployed). Branch-free."""
+        gap = FLOOR * (self.target if target is None else target) - cost
+        dropped = [(b > self.eps) & (pi <= self.eps) for b, pi in zip(before, pis)]
+        rank = torch.cat([torch.where(d, b, torch.full_like(b, -1.0)) for d, b in zip(dropped, before)])
+        price = torch.cat([d.to(torch.float64) * c.to(torch.float64) for d, c in zip(dropped, unit_costs)])
+        order = rank.argsort(descending=True, stable=True)
+        sorted_price = price[order]
+        spent_before = sorted_price.cumsum(0) - sorted_price  # the cost restored ahead of each unit in the order
+        back = torch.zeros_like(price, dtype=torch.bool).scatter(0, order, (spent_before < gap) & (sorted_price > 0))
+        for pi, put_back in zip(pis, back.split([pi.numel() for pi in pis])):
+            pi.copy_(torch.where(put_back.view_as(pi), torch.full_like(pi, self.eps + HOLD), pi))
 
     @torch.no_grad()
     def expected_cost(self, structure: Structure, gates: Mapping[str, nn.Module], state_only: bool = False) -> Tensor:
@@ -209,3 +249,28 @@ def guard_keep(keep: dict[str, Tensor], gates: Mapping[str, nn.Module], structur
         else:
             low = middle + 1
     return with_first(low)
+
+
+def fit_keep(keep: dict[str, Tensor], gates: Mapping[str, nn.Module], structure: Structure, kind: str,
+             target: float, min_units: int = 1) -> dict[str, Tensor]:
+    """``keep`` less as few deployable units as take the model's deployable cost to at most ``target``, those with
+    the lowest ``π`` first (in mean mode a unit's output is scaled by its ``π``, so these change the policy least);
+    an actor layer keeps ``min_units``. The end of a budgeted run: the policy it deploys fits the budget."""
+    masks = {g: m.clone() for g, m in keep.items()}
+
+    def cost() -> float:
+        return float(deploy_cost(structure, {g: int(m.sum()) for g, m in masks.items()}, kind))
+
+    candidates = []  # (π, group, index) of every deployable unit kept
+    for group, mask in masks.items():
+        if group.startswith("state.") or group.startswith("actor."):
+            pi = gates[group].pi.detach()
+            candidates += [(float(pi[i]), group, int(i)) for i in mask.nonzero().flatten()]
+    candidates.sort()
+    for _, group, index in candidates:
+        if cost() <= target:
+            break
+        if group.startswith("actor.") and int(masks[group].sum()) <= min(min_units, masks[group].numel()):
+            continue
+        masks[group][index] = False
+    return masks

@@ -26,7 +26,7 @@ from stable_baselines3.common.type_aliases import GymEnv, ReplayBufferSamples
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from torch import Tensor
 
-from xinet_rl.budget import Budget, deploy_cost, guard_keep, resolve_budget
+from xinet_rl.budget import Budget, deploy_cost, fit_keep, guard_keep, resolve_budget
 from xinet_rl.checkpoint import (CheckpointError, env_state, read_checkpoint, rng_state, set_env_state, set_rng_state,
                                  write_checkpoint)
 from xinet_rl.config import AgentConfig, ConfigError, UnknownKeyError, agent_config, agent_kwargs
@@ -446,13 +446,17 @@ class XiSAC(OffPolicyAlgorithm):
     def cut_off_units(self) -> dict[str, int]:
         """Remove every unit that is off (``π <= prune_eps``) now, without the patience or a budget's guard, and
         record the event: the end of a budgeted run, whose model then is the policy it deploys (a unit at 0
-        contributes nothing, so only the float rounding of the sums changes). Returns the units removed per group."""
+        contributes nothing, so only the float rounding of the sums changes). Where the units on still exceed the
+        budget, those with the lowest ``π`` go too, until the policy fits (:func:`fit_keep`). Returns the units
+        removed per group."""
         cfg, p = self.config, self.policy
         keep = {g: gate.pi.detach() > cfg.prune_eps for g, gate in p.gates().items()}
         for group, mask in keep.items():  # an MLP layer keeps min_units units, as the pruner does
             floor = min(cfg.min_units, mask.numel())
             if not group.startswith("state") and int(mask.sum()) < floor:
                 mask[torch.topk(p.gates()[group].pi.detach(), floor).indices] = True
+        if p.budget is not None:
+            keep = fit_keep(keep, p.gates(), p.structure(), p.budget.kind, float(p.budget.target), cfg.min_units)
         removed = prune(p, keep)
         if removed:
             self._flops_per_update = None
@@ -584,7 +588,7 @@ class XiSAC(OffPolicyAlgorithm):
         if not groups:
             return
         budget = p.budget
-        were_on = [gate.pi.detach() > budget.eps for gate in gates.values()] if budget is not None else []
+        before = [gate.pi.detach().clone() for gate in gates.values()] if budget is not None else []
         for group, grad in zip(groups, torch._foreach_add([loss_grads[g] for g in groups], [costs[g] for g in groups])):
             gates[group].pi.grad = grad
         p.gate_optimizer.step()
@@ -595,8 +599,9 @@ class XiSAC(OffPolicyAlgorithm):
         if budget is not None:  # the budget's floor, then the controller's step on α (pre-training: the state block's)
             structure, state_only = p.structure(), not adapt_strength
             target = budget.state_target if state_only else budget.target
-            budget.hold(pis, were_on, budget.on_cost(structure, gates, state_only), target)
-            budget.step(p.regularizer.log_strength, budget.on_cost(structure, gates, state_only),
+            budget.hold(pis, before, budget.on_cost(structure, gates, state_only),
+                        budget.unit_costs(structure, gates, state_only), target)
+            budget.step(p.regularizer.log_strength, budget.on_cost(structure, gates, state_only, free=True),
                         budget.expected_cost(structure, gates, state_only), target)
 
     def dump_logs(self) -> None:
