@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU session (one call on a lent machine): the checks of scripts/cuda_check.py, xinet-bench on the
+# All GPU checks in one call: the checks of scripts/cuda_check.py, xinet-bench on the
 # GPU, and a short training run that is stopped and resumed. Writes everything under ${OUT:-cuda_out}.
 #   bash scripts/cuda_session.sh
 set -uo pipefail
