@@ -242,3 +242,17 @@ def test_a_budgeted_agent_raises_its_strength_and_ends_as_the_policy_it_deploys(
     if state["on"] <= state["target"]:  # only units at 0 went: it acts as before
         assert model.policy.param_counts()["deploy"] == state["on"]
         np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], before, atol=1e-5)
+
+
+def test_pre_training_prices_the_state_block_at_its_multiplier_and_the_state_action_block_at_prune_strength():
+    model = XiSAC("MlpPolicy", gym.make("Pendulum-v1"), target_deploy_params=0.3, seed=0, **TINY)
+    p = model.policy
+    p.regularizer.log_strength.fill_(math.log(50.0))  # the state block's multiplier, far above prune_strength
+    gates = p.gates()
+    ofenet = [g for g in gates if g.startswith("state")]
+    assert any(g.startswith("state.") for g in ofenet) and any(g.startswith("state_action.") for g in ofenet)
+    at_50 = p.regularizer.unit_costs(p.structure(), {g: gate.pi for g, gate in gates.items()})
+    model._gate_step({g: torch.zeros_like(gates[g].pi) for g in ofenet}, adapt_strength=False)
+    for group in ofenet:
+        price = at_50[group] * (1.0 if group.startswith("state.") else 0.1 / 50.0)
+        torch.testing.assert_close(gates[group].pi.grad, price.to(gates[group].pi.dtype).expand_as(gates[group].pi))

@@ -588,6 +588,10 @@ class XiSAC(OffPolicyAlgorithm):
         if not groups:
             return
         budget = p.budget
+        if budget is not None and not adapt_strength:  # pre-training's multiplier prices the state block only: the
+            # state-action block is not deployed, and at the state block's price it lost 215 of 240 units (HalfCheetah)
+            relief = (math.log(self.config.prune_strength) - p.regularizer.log_strength).exp()
+            costs = {g: (cost if g.startswith("state.") else cost * relief) for g, cost in costs.items()}
         before = [gate.pi.detach().clone() for gate in gates.values()] if budget is not None else []
         for group, grad in zip(groups, torch._foreach_add([loss_grads[g] for g in groups], [costs[g] for g in groups])):
             gates[group].pi.grad = grad
