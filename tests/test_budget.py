@@ -233,6 +233,7 @@ def test_a_budgeted_agent_raises_its_strength_and_ends_as_the_policy_it_deploys(
     assert max(strengths) > 3 * 0.1  # 3x over the budget: the strength rose
     assert state["model"] >= state["target"]  # the pruner never cuts below the budget
     assert state["on"] >= FLOOR * state["target"]  # nor the gates below the floor
+    assert initial["held"] == 0 and 0 <= state["held"] <= state["on"]
     assert state["on"] < initial["on"] and model.prune_events  # units went off, and were removed on the way
     # the end of a budgeted run: the model becomes the policy it deploys (the units on), and acts as before
     obs = np.zeros((4, 3), dtype=np.float32)

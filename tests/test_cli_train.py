@@ -22,7 +22,8 @@ OVERRIDES = {"learning_starts": 150, "ofenet_pretrain_steps": 10, "batch_size": 
              "eval_episodes": 1, "buffer_size": 2000, "checkpoint_freq": 1000}
 EVAL_COLUMNS = ["step", "event", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
                 "params_train", "params_deploy", "flops_update", "flops_env_step", "update_ms", "widths",
-                "train_flops_total", "prune_strength", "budget_target", "budget_expected", "budget_on"]
+                "train_flops_total", "prune_strength", "budget_target", "budget_expected", "budget_on",
+                "budget_held"]
 NETWORKS = ["ofenet_state", "ofenet_state_action", "actor", "critic1", "critic2"]
 
 
@@ -141,7 +142,7 @@ def test_evaluations_csv_rows_at_each_eval_and_final_step(run):
     assert flops[-1] == json.loads((out / "summary.json").read_text())["train_flops_total"]
     # a gated run without a budget: the strength it was given, and no budget columns
     assert {r["prune_strength"] for r in rows} == {"0.1"}
-    assert {r["budget_target"] + r["budget_expected"] + r["budget_on"] for r in rows} == {""}
+    assert {r["budget_target"] + r["budget_expected"] + r["budget_on"] + r["budget_held"] for r in rows} == {""}
 
 
 def test_summary_json(run):

@@ -22,14 +22,15 @@ from xinet_rl.io import write_text_atomic
 
 EVAL_COLUMNS = ["step", "event", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
                 "params_train", "params_deploy", "flops_update", "flops_env_step", "update_ms", "widths",
-                "train_flops_total", "prune_strength", "budget_target", "budget_expected", "budget_on"]
+                "train_flops_total", "prune_strength", "budget_target", "budget_expected", "budget_on",
+                "budget_held"]
 
 
 class EvaluationsCSV:
     """``evaluations.csv``: one ``eval`` row per evaluation (return mean and std, expected and actual parameter counts)
     and one ``prune`` row per pruning event (actual counts, FLOPs per update and per env step, measured update time
     before the event, widths per layer as JSON); both carry the matmul FLOPs of all gradient updates so far and, for a
-    gated model, the strength ``α`` and, with a budget, the budget and the deployable cost expected and of the units on
+    gated model, the strength ``α`` and, with a budget, the budget and the deployable cost expected, of the units on and of those the floor holds
     (:meth:`~xinet_rl.agents.xisac.XiSAC.budget_state`, in the budget's unit). Rows are flushed as they are written."""
 
     def __init__(self, path: str | Path) -> None:

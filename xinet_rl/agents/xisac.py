@@ -402,7 +402,7 @@ class XiSAC(OffPolicyAlgorithm):
     def budget_state(self) -> dict[str, float]:
         """The strength ``α`` and, with a budget, the budget and the deployable cost in its unit: ``target``,
         ``expected`` (under the current ``π``), ``on`` (of the units with ``π`` above ``prune_eps``: the policy that
-        ``xinet-export`` writes) and ``model`` (of the tensors as pruned so far). Empty for an ungated model."""
+        ``xinet-export`` writes), ``held`` (the part of ``on`` that only the budget's floor holds on) and ``model`` (of the tensors as pruned so far). Empty for an ungated model."""
         p = self.policy
         if not p.gated:
             return {}
@@ -412,6 +412,8 @@ class XiSAC(OffPolicyAlgorithm):
             state.update(target=float(p.budget.target),
                          expected=float(p.budget.expected_cost(structure, p.gates())),
                          on=float(p.budget.on_cost(structure, p.gates())),
+                         held=float(p.budget.on_cost(structure, p.gates()) - p.budget.on_cost(structure, p.gates(),
+                                                                                              free=True)),
                          model=float(deploy_cost(structure, {}, p.budget.kind)))
         return state
 
