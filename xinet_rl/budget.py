@@ -32,9 +32,10 @@ at exactly ``HOLD`` on HalfCheetah at a 5% budget, and ``α`` kept rising on the
 In OFENet's pre-training only OFENet's gates move, and the state block it leaves is hard to shrink later (a trained
 state unit's credit from the auxiliary loss outweighs its cost). So pre-training has a constraint of its own, the
 state block within its share of the budget (its share of the initial policy), with its own multiplier: the same
-controller on the state block's costs.
-That multiplier prices the state block only; the state-action block (not deployed) keeps ``prune_strength`` (at the
-state block's price it kept 25 of 240 units on HalfCheetah at a 5% budget, and the critics lost their features). The SAC phase then starts the budget's multiplier afresh at ``prune_strength``
+controller on the state block's costs. That
+multiplier prices the state block only; the state-action block (not deployed) keeps ``prune_strength`` (at the state
+block's price it kept 25 of 240 units on HalfCheetah at a 5% budget, and the critics lost their features). The SAC
+phase then starts the budget's multiplier afresh at ``prune_strength``
 (carried over, the pre-training multiplier of 50 on HalfCheetah stripped the actor and critics in the first updates).
 
 The pruner never cuts the model below ``B`` (:func:`guard_keep`): units at 0 that the

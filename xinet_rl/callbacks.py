@@ -30,7 +30,8 @@ class EvaluationsCSV:
     """``evaluations.csv``: one ``eval`` row per evaluation (return mean and std, expected and actual parameter counts)
     and one ``prune`` row per pruning event (actual counts, FLOPs per update and per env step, measured update time
     before the event, widths per layer as JSON); both carry the matmul FLOPs of all gradient updates so far and, for a
-    gated model, the strength ``α`` and, with a budget, the budget and the deployable cost expected, of the units on and of those the floor holds
+    gated model, the strength ``α`` and, with a budget, the budget and the deployable cost expected, of the units on
+    and of those the floor holds
     (:meth:`~xinet_rl.agents.xisac.XiSAC.budget_state`, in the budget's unit). Rows are flushed as they are written."""
 
     def __init__(self, path: str | Path) -> None:
