@@ -32,10 +32,9 @@ at exactly ``HOLD`` on HalfCheetah at a 5% budget, and ``α`` kept rising on the
 In OFENet's pre-training only OFENet's gates move, and the state block it leaves is hard to shrink later (a trained
 state unit's credit from the auxiliary loss outweighs its cost). So pre-training has a constraint of its own, the
 state block within its share of the budget (its share of the initial policy), with its own multiplier: the same
-controller on the state block's costs. That
-multiplier prices the state block only; the state-action block (not deployed) keeps ``prune_strength`` (at the state
-block's price it kept 25 of 240 units on HalfCheetah at a 5% budget, and the critics lost their features). The SAC
-phase then starts the budget's multiplier afresh at ``prune_strength``
+controller on the state block's costs. That multiplier prices the state block only; the state-action block (not
+deployed) keeps ``prune_strength`` (at the state block's price it kept 25 of 240 units on HalfCheetah at a 5% budget,
+and the critics lost their features). The SAC phase then starts the budget's multiplier afresh at ``prune_strength``
 (carried over, the pre-training multiplier of 50 on HalfCheetah stripped the actor and critics in the first updates).
 
 The pruner never cuts the model below ``B`` (:func:`guard_keep`): units at 0 that the
@@ -170,22 +169,33 @@ class BudgetController(nn.Module):
         self.register_buffer("target", torch.tensor(float(target), dtype=torch.float64))
         self.register_buffer("state_target", torch.tensor(float(state_target), dtype=torch.float64))
 
+    def _on_widths(self, gates: Mapping[str, nn.Module], free: bool = False) -> dict[str, Tensor]:
+        above = self.eps + HOLD if free else self.eps
+        return {g: (gate.pi.detach() > above).sum().to(torch.float64) for g, gate in gates.items()}
+
     def on_cost(self, structure: Structure, gates: Mapping[str, nn.Module], state_only: bool = False,
                 free: bool = False) -> Tensor:
         """``C_on``: the deployable cost (``state_only``: of the state block) of the units whose ``π`` is above
         ``eps`` (``free``: above the floor's ``HOLD``, the units that are on by their own gradient), a 0-dim float64
         tensor."""
-        above = self.eps + HOLD if free else self.eps
-        widths = {g: (gate.pi.detach() > above).sum().to(torch.float64) for g, gate in gates.items()}
+        widths = self._on_widths(gates, free)
         return torch.as_tensor(deploy_cost(structure, widths, self.kind, state_only), dtype=torch.float64)
 
     def unit_costs(self, structure: Structure, gates: Mapping[str, nn.Module], state_only: bool = False
                    ) -> list[Tensor]:
         """Per gate, the deployable cost (``state_only``: of the state block) of one more unit on, at the current
         widths of the units on (:func:`unit_deploy_costs`)."""
-        widths = {g: (gate.pi.detach() > self.eps).sum().to(torch.float64) for g, gate in gates.items()}
-        costs = unit_deploy_costs(structure, widths, self.kind, state_only)
+        costs = unit_deploy_costs(structure, self._on_widths(gates), self.kind, state_only)
         return [torch.as_tensor(costs[g], dtype=torch.float64) for g in gates]
+
+    def floor(self, structure: Structure, gates: Mapping[str, nn.Module], before: list[Tensor],
+              state_only: bool = False, target: Tensor | None = None) -> None:
+        """:meth:`hold` after a gate step, from the widths of the units on counted once."""
+        widths = self._on_widths(gates)
+        cost = torch.as_tensor(deploy_cost(structure, widths, self.kind, state_only), dtype=torch.float64)
+        per_unit = unit_deploy_costs(structure, widths, self.kind, state_only)
+        self.hold([gate.pi for gate in gates.values()], before, cost,
+                  [torch.as_tensor(per_unit[g], dtype=torch.float64) for g in gates], target)
 
     @torch.no_grad()
     def hold(self, pis: list[Tensor], before: list[Tensor], cost: Tensor, unit_costs: list[Tensor],

@@ -402,18 +402,18 @@ class XiSAC(OffPolicyAlgorithm):
     def budget_state(self) -> dict[str, float]:
         """The strength ``α`` and, with a budget, the budget and the deployable cost in its unit: ``target``,
         ``expected`` (under the current ``π``), ``on`` (of the units with ``π`` above ``prune_eps``: the policy that
-        ``xinet-export`` writes), ``held`` (the part of ``on`` that only the budget's floor holds on) and ``model`` (of the tensors as pruned so far). Empty for an ungated model."""
+        ``xinet-export`` writes), ``held`` (the part of ``on`` that only the budget's floor holds on) and ``model``
+        (of the tensors as pruned so far). Empty for an ungated model."""
         p = self.policy
         if not p.gated:
             return {}
         state = {"prune_strength": p.regularizer.alpha}
         if p.budget is not None:
-            structure = p.structure()
+            structure, gates = p.structure(), p.gates()
+            on = float(p.budget.on_cost(structure, gates))
             state.update(target=float(p.budget.target),
-                         expected=float(p.budget.expected_cost(structure, p.gates())),
-                         on=float(p.budget.on_cost(structure, p.gates())),
-                         held=float(p.budget.on_cost(structure, p.gates()) - p.budget.on_cost(structure, p.gates(),
-                                                                                              free=True)),
+                         expected=float(p.budget.expected_cost(structure, gates)), on=on,
+                         held=on - float(p.budget.on_cost(structure, gates, free=True)),
                          model=float(deploy_cost(structure, {}, p.budget.kind)))
         return state
 
@@ -605,8 +605,7 @@ class XiSAC(OffPolicyAlgorithm):
         if budget is not None:  # the budget's floor, then the controller's step on α (pre-training: the state block's)
             structure, state_only = p.structure(), not adapt_strength
             target = budget.state_target if state_only else budget.target
-            budget.hold(pis, before, budget.on_cost(structure, gates, state_only),
-                        budget.unit_costs(structure, gates, state_only), target)
+            budget.floor(structure, gates, before, state_only, target)
             budget.step(p.regularizer.log_strength, budget.on_cost(structure, gates, state_only, free=True),
                         budget.expected_cost(structure, gates, state_only), target)
 

@@ -188,7 +188,8 @@ def budget_summary(model: XiSAC) -> dict | None:
     return {"key": budget.key, "unit": budget.kind, "target": round(budget.target, 2),
             "target_fraction": round(budget.fraction, 6), "initial": round(budget.initial, 2),
             "final_on": round(state["on"], 2), "final_on_fraction_of_target": round(state["on"] / budget.target, 4),
-            "final_expected": round(state["expected"], 2), "final_held": round(state["held"], 2), "final_model": round(state["model"], 2),
+            "final_expected": round(state["expected"], 2), "final_held": round(state["held"], 2),
+            "final_model": round(state["model"], 2),
             "final_model_fraction_of_target": round(state["model"] / budget.target, 4),
             "prune_strength_final": state["prune_strength"]}
 
