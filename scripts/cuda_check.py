@@ -27,7 +27,7 @@ import torch
 from stable_baselines3 import SAC
 
 from xinet_rl import XiSAC
-from xinet_rl.cuda_graph import LOSS_NAMES
+from xinet_rl.update import LOSS_NAMES
 from xinet_rl.envs import make_env
 from xinet_rl.pruning import prune_to_fraction
 
@@ -39,21 +39,14 @@ def losses_per_update(graph: bool, updates: int) -> tuple[list[list[float]], int
     model = XiSAC(make_env(ENV, seed=0), seed=0, device="cuda", cuda_graph=graph, **SHORT)
     model.learn(1000)  # random steps only
     recorded: list[list[float]] = []
-    if not graph:
-        update = model._update
-
-        def recording(*args, **kwargs):
-            out = update(*args, **kwargs)
-            recorded.append(torch.stack([out[name] for name in LOSS_NAMES]).tolist())
-            return out
-
-        model._update = recording
     for i in range(2 * updates):
         if i == updates:
             prune_to_fraction(model.policy, 0.5)
         model.train(1, model.batch_size)
-        if graph:
+        if graph:  # the graph's loss tensor, which the agent itself reads only every `check_every` updates
             recorded.append(model.graphed.losses.tolist())
+        else:  # eager, `train` logs the losses of every update
+            recorded.append([model.logger.name_to_value[f"train/{name}"] for name in LOSS_NAMES])
     return recorded, model.graphed.captures if graph else 0
 
 
@@ -158,7 +151,7 @@ def main() -> None:
         model.learn(1000)  # random steps only
         torch.cuda.synchronize()
         start = time.perf_counter()
-        model._pretrain(model.batch_size)
+        model.train(0, model.batch_size)  # the pre-training updates alone
         torch.cuda.synchronize()
         pretrain[name] = 500 / (time.perf_counter() - start)
     report["pretrain_updates_per_s"] = pretrain

@@ -27,12 +27,16 @@ from xinet_rl.memory import keep_freed_memory
 
 
 def tensor_bytes(model: XiSAC) -> int:
-    p = model.policy
-    total = sum(t.numel() * t.element_size() for t in p.state_dict().values())
-    for optimizer in model._named_optimizers().values():
-        for state in optimizer.state.values():
-            total += sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
-    return total
+    """Bytes of the model's tensors: the policy's state dict and its optimizers' states (``get_parameters``)."""
+    def size(value) -> int:
+        if isinstance(value, torch.Tensor):
+            return value.numel() * value.element_size()
+        if isinstance(value, dict):
+            return sum(size(v) for v in value.values())
+        if isinstance(value, (list, tuple)):
+            return sum(size(v) for v in value)
+        return 0
+    return size(model.get_parameters())
 
 
 def peak_rss_bytes() -> int:

@@ -9,7 +9,7 @@ from stable_baselines3.common.monitor import Monitor
 
 from xinet_rl import XiSAC
 from xinet_rl.envs import make_env
-from xinet_rl.io import ModelFileError
+from xinet_rl.io import FORMAT, ModelFileError
 
 SMALL = dict(ofenet_layers=2, ofenet_units=8, actor_widths=[32, 32], critic_widths=[32, 32], learning_starts=200,
              ofenet_pretrain_steps=20, batch_size=64, buffer_size=2000, pi_init=0.9)
@@ -29,7 +29,7 @@ def _ofenet_state(model):
 def test_rl_update_leaves_ofenet_untouched(trained):
     before = _ofenet_state(trained)
     actor_before = [p.clone() for p in trained.policy.actor.parameters()]
-    trained._sac_update(64, pi_grads={})
+    trained.updater.sac_step(64, pi_grads={})
     after = _ofenet_state(trained)
     for key in before:  # weights, π and BN running statistics alike
         assert torch.equal(before[key], after[key]), key
@@ -38,7 +38,7 @@ def test_rl_update_leaves_ofenet_untouched(trained):
 
 def test_aux_update_steps_weights_and_bn_statistics(trained):
     before = _ofenet_state(trained)
-    trained._ofenet_update(64, update_gates=False)
+    trained.updater.ofenet_step(64, update_gates=False)
     after = _ofenet_state(trained)
     assert not torch.equal(before["state.layers.0.bn.running_mean"], after["state.layers.0.bn.running_mean"])
     assert not torch.equal(before["state.layers.0.linear.weight"], after["state.layers.0.linear.weight"])
@@ -57,10 +57,10 @@ def test_acting_does_not_touch_bn_statistics(trained):
 def test_gate_step_keeps_pi_in_unit_interval_and_moves_it(trained):
     pis = {g: gate.pi.detach().clone() for g, gate in trained.policy.gates().items()}
     grads = {}
-    trained._ofenet_update(64, update_gates=False, pi_grads=grads)
-    trained._sac_update(64, pi_grads=grads)
+    trained.updater.ofenet_step(64, update_gates=False, pi_grads=grads)
+    trained.updater.sac_step(64, pi_grads=grads)
     assert set(grads) == set(pis)
-    trained._gate_step(grads)
+    trained.updater.apply_gate_step(grads)
     for g, gate in trained.policy.gates().items():
         assert gate.pi.min() >= 0 and gate.pi.max() <= 1
         assert not torch.equal(gate.pi.detach(), pis[g]), g
@@ -76,8 +76,40 @@ def test_save_load_round_trip_predicts_identically(trained, tmp_path):
         assert torch.equal(value, loaded.policy.state_dict()[key]), key
     assert loaded.policy.widths == trained.policy.widths
     assert loaded.num_timesteps == trained.num_timesteps
-    # Loading is a classmethod that returns the model; the file holds no pickle.
-    assert b"pickle" not in path.read_bytes()[:200] and path.read_bytes()[8:9] == b"{"
+    # Loading is a classmethod that returns the model; the file is plain safetensors, no pickle, no zip.
+    check_safetensors_file(path, trained.policy.state_dict())
+
+
+def check_safetensors_file(path, state_dict):
+    """The safetensors layout: an 8-byte little-endian header length N, N bytes of a JSON header (one entry per
+    tensor with dtype, shape and data offsets, and ``__metadata__``), then exactly the tensors' bytes. Not a zip
+    (``torch.save``, SB3's ``save``) nor a pickle (protocol byte ``\\x80``); safetensors itself reads the tensors."""
+    import json
+    import struct
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    data = path.read_bytes()
+    assert not data.startswith(b"PK\x03\x04") and not data.startswith(b"\x80")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    assert 8 + header_len <= len(data)
+    header = json.loads(data[8:8 + header_len])  # the JSON header, nothing else in those bytes
+    metadata = header.pop("__metadata__")
+    assert isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ends = sorted(entry["data_offsets"] for entry in header.values())
+    assert ends[0][0] == 0 and all(a[1] == b[0] for a, b in zip(ends, ends[1:]))  # contiguous
+    assert 8 + header_len + ends[-1][1] == len(data)  # the tensors end the file
+    tensors = load_file(str(path))
+    assert tensors.keys() == header.keys()
+    with safe_open(str(path), framework="pt") as handle:
+        assert handle.metadata() == metadata and set(handle.keys()) == set(header)
+    for name, tensor in tensors.items():
+        assert list(tensor.shape) == header[name]["shape"], name
+    assert tensors.keys() == state_dict.keys()  # the policy's state, every tensor under its own name
+    for key, value in state_dict.items():
+        assert torch.equal(tensors[key], value.cpu()), key
+    assert metadata["format"] == FORMAT and json.loads(metadata["meta"])["algorithm"] == "XiSAC"
 
 
 def test_loaded_model_continues_training(trained, tmp_path):

@@ -80,6 +80,7 @@ def _train_to_budget(cost_of, budget, seed=0):
 
 
 @pytest.mark.parametrize("cost_of", [_params, _flops], ids=["params", "flops"])
+@pytest.mark.slow
 def test_the_controller_reaches_the_budget_and_stays_there(cost_of):
     budget = cost_of(12)  # half of what the teacher needs
     costs, strength = _train_to_budget(cost_of, budget)
@@ -223,6 +224,7 @@ TINY = dict(learning_starts=100, ofenet_pretrain_steps=20, batch_size=32, ofenet
             pi_lr=0.02, pi_update_every=1)
 
 
+@pytest.mark.slow
 def test_a_budgeted_agent_raises_its_strength_and_ends_as_the_policy_it_deploys():
     model = XiSAC("MlpPolicy", gym.make("Pendulum-v1"), target_deploy_params=0.3, seed=0, **TINY)
     initial = model.budget_state()
@@ -253,7 +255,7 @@ def test_pre_training_prices_the_state_block_at_its_multiplier_and_the_state_act
     ofenet = [g for g in gates if g.startswith("state")]
     assert any(g.startswith("state.") for g in ofenet) and any(g.startswith("state_action.") for g in ofenet)
     at_50 = p.regularizer.unit_costs(p.structure(), {g: gate.pi for g, gate in gates.items()})
-    model._gate_step({g: torch.zeros_like(gates[g].pi) for g in ofenet}, adapt_strength=False)
+    model.updater.apply_gate_step({g: torch.zeros_like(gates[g].pi) for g in ofenet}, adapt_strength=False)
     for group in ofenet:
         price = at_50[group] * (1.0 if group.startswith("state.") else 0.1 / 50.0)
         torch.testing.assert_close(gates[group].pi.grad, price.to(gates[group].pi.dtype).expand_as(gates[group].pi))

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
+from support.counts import config_widths, count_widths
+
 ENV_ID = "HalfCheetah-v4"
 TOTAL_STEPS = 1100  # HalfCheetah episodes are 1000 steps: one episode ends, so the training logs are dumped once
 EVAL_FREQ = 500
@@ -24,13 +26,17 @@ EVAL_COLUMNS = ["step", "event", "return_mean", "return_std", "expected_params_t
                 "params_train", "params_deploy", "flops_update", "flops_env_step", "update_ms", "widths",
                 "train_flops_total", "prune_strength", "budget_target", "budget_expected", "budget_on",
                 "budget_held"]
-NETWORKS = ["ofenet_state", "ofenet_state_action", "actor", "critic1", "critic2"]
+SET = [f"{key}={value}" for key, value in OVERRIDES.items()]
+# the unpruned model of the shipped HalfCheetah config (none of the overrides changes a width): HalfCheetah's 17-d
+# observation and 6-d action, widths from the config loader, counts from first principles
+WIDTHS = config_widths(ENV_ID, 17, 6, SET)
+INITIAL = {k: v for k, v in count_widths(WIDTHS).items() if k in ("train", "deploy")}
 
 
 UMASK = 0o027  # not the usual 022, so that a file with the permissions of the umask is told from a fixed 0644
 
 
-def run_train(args: list[str], cwd: Path, timeout: float = 180, umask: int = -1) -> subprocess.CompletedProcess:
+def run_train(args: list[str], cwd: Path, timeout: float = 1200, umask: int = -1) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "xinet_rl.cli.train", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, umask=umask)
@@ -43,7 +49,7 @@ def run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("train")
     out = cwd / "run"
     args = ["--env", ENV_ID, "--total-steps", str(TOTAL_STEPS), "--no-progress", "--out", str(out), "--device", "cpu",
-            "--set", *[f"{key}={value}" for key, value in OVERRIDES.items()]]  # several pairs after one --set
+            "--set", *SET]  # several pairs after one --set
     proc = run_train(args, cwd, umask=UMASK)
     assert proc.returncode == 0, f"xinet-train failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
     return proc, out
@@ -55,6 +61,7 @@ def read_evaluations(run_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames or []), [r for r in reader if r["event"] == "eval"]
 
 
+@pytest.mark.slow  # the shared run takes about 50 s
 def test_train_exits_cleanly_and_reports(run):
     proc, out = run
     assert "Traceback" not in proc.stderr
@@ -65,6 +72,7 @@ def test_train_exits_cleanly_and_reports(run):
     assert {"config.yaml", "evaluations.csv", "model.safetensors", "summary.json"} <= names
 
 
+@pytest.mark.slow  # the shared run takes about 50 s
 def test_terminal_and_working_directory_stay_clean(run):
     """No warning of any library, and nothing but the run directory in the working directory (MuJoCo writes
     MUJOCO_LOG.TXT there by default)."""
@@ -74,6 +82,7 @@ def test_terminal_and_working_directory_stay_clean(run):
     assert [p.name for p in out.parent.iterdir()] == [out.name]
 
 
+@pytest.mark.slow  # the shared run takes about 50 s
 def test_run_files_get_the_permissions_of_the_umask(run):
     _, out = run
     paths = [out, *out.rglob("*")]
@@ -84,10 +93,17 @@ def test_run_files_get_the_permissions_of_the_umask(run):
         assert stat.S_IMODE(path.stat().st_mode) == expected, f"{path}: {oct(path.stat().st_mode)}"
 
 
+@pytest.mark.slow  # the shared run takes about 50 s
 def test_config_yaml_is_resolved(run):
     _, out = run
+    from dataclasses import asdict
+
+    from xinet_rl.config import resolve_config
+
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert isinstance(config, dict)
+    # every key, as the config loader resolves the command line (defaults, HalfCheetah.yaml, --set, --total-steps)
+    assert config == {"env": ENV_ID, "seed": 0, **asdict(resolve_config(ENV_ID, None, SET, TOTAL_STEPS))}
+    assert list(config)[:2] == ["env", "seed"]
     assert config["env"] == ENV_ID
     assert config["seed"] == 0
     assert config["total_steps"] == TOTAL_STEPS
@@ -98,6 +114,7 @@ def test_config_yaml_is_resolved(run):
     assert config["prune_strength"] == pytest.approx(0.1)
 
 
+@pytest.mark.slow  # the shared run takes about 50 s
 def test_tensorboard_events_hold_training_and_gate_logs(run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -119,9 +136,10 @@ def test_tensorboard_events_hold_training_and_gate_logs(run):
                                                                  TOTAL_STEPS]
     for e in acc.Scalars("train/critic_loss"):
         assert np.isfinite(e.value)
-    assert 0 < acc.Scalars("params/expected_train")[-1].value <= 652198
+    assert 0 < acc.Scalars("params/expected_train")[-1].value <= INITIAL["train"]
 
 
+@pytest.mark.slow  # the shared run takes about 50 s
 def test_evaluations_csv_rows_at_each_eval_and_final_step(run):
     _, out = run
     header, rows = read_evaluations(out)
@@ -133,9 +151,10 @@ def test_evaluations_csv_rows_at_each_eval_and_final_step(run):
     for r in rows:
         assert np.isfinite(float(r["return_mean"]))
         assert float(r["return_std"]) >= 0
-        assert 0 < float(r["expected_params_train"]) <= 652198
-        assert 0 < float(r["expected_params_deploy"]) <= 164684
-        assert 0 < int(r["params_deploy"]) <= int(r["params_train"]) <= 652198
+        assert 0 < float(r["expected_params_deploy"]) < float(r["expected_params_train"]) <= INITIAL["train"]
+        assert float(r["expected_params_deploy"]) <= INITIAL["deploy"]
+        # no pruning in this run (see test_summary_json): the actual counts are the initial ones
+        assert {"train": int(r["params_train"]), "deploy": int(r["params_deploy"])} == INITIAL
     # the training compute so far: grows with every evaluation, and the last row's is the run's total
     flops = [int(r["train_flops_total"]) for r in rows]
     assert all(a < b for a, b in zip(flops, flops[1:])), flops
@@ -145,6 +164,7 @@ def test_evaluations_csv_rows_at_each_eval_and_final_step(run):
     assert {r["budget_target"] + r["budget_expected"] + r["budget_on"] + r["budget_held"] for r in rows} == {""}
 
 
+@pytest.mark.slow  # the shared run takes about 50 s
 def test_summary_json(run):
     _, out = run
     summary = json.loads((out / "summary.json").read_text())
@@ -159,17 +179,19 @@ def test_summary_json(run):
         counts = summary[name]
         assert set(counts) >= {"train", "deploy"}
         assert all(isinstance(counts[k], int) and not isinstance(counts[k], bool) for k in ("train", "deploy"))
-    assert summary["params_initial"] == {"train": 652198, "deploy": 164684}
-    assert 0 < summary["params_final"]["deploy"] <= summary["params_final"]["train"] <= 652198
-
-    initial = summary["widths_initial"]
-    assert initial == {"ofenet_state": [30] * 8, "ofenet_state_action": [30] * 8, "actor": [256, 256],
-                       "critic1": [256, 256], "critic2": [256, 256]}
-    final = summary["widths_final"]
-    assert sorted(final) == sorted(NETWORKS)
-    for name in NETWORKS:
-        assert all(isinstance(w, int) and w >= 0 for w in final[name]), name
-        assert len(final[name]) <= len(initial[name]), name
+    assert summary["params_initial"] == INITIAL
+    assert summary["widths_initial"] == {"ofenet_state": WIDTHS["state"], "ofenet_state_action": WIDTHS["state_action"],
+                                         "actor": WIDTHS["actor"], "critic1": WIDTHS["critic1"],
+                                         "critic2": WIDTHS["critic2"]}
+    # No pruning check comes in this run (the first one is due after prune_start updates, one update per step after
+    # learning_starts), so nothing is removed: the final model is the initial one.
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert TOTAL_STEPS - config["learning_starts"] < config["prune_start"]
+    assert summary["prune_events"] == 0
+    assert summary["widths_final"] == summary["widths_initial"]
+    assert summary["params_final"] == INITIAL
+    with (out / "evaluations.csv").open(newline="") as handle:
+        assert {r["event"] for r in csv.DictReader(handle)} == {"eval"}  # no prune row
 
     _, rows = read_evaluations(out)
     assert summary["final_eval_return_mean"] == float(rows[-1]["return_mean"])
@@ -178,6 +200,7 @@ def test_summary_json(run):
     assert summary["params_final"]["deploy"] == int(rows[-1]["params_deploy"])
 
 
+@pytest.mark.slow  # the shared run takes about 50 s
 def test_model_loads_and_predicts(run):
     from xinet_rl import XiSAC
     from xinet_rl.envs import make_env
@@ -186,8 +209,13 @@ def test_model_loads_and_predicts(run):
     summary = json.loads((out / "summary.json").read_text())
     model = XiSAC.load(out / "model.safetensors", device="cpu")
     assert model.num_timesteps == TOTAL_STEPS
-    assert model.policy.param_counts()["train"] == summary["params_final"]["train"]
+    assert model.policy.param_counts() == summary["params_final"]
     assert model.policy.widths.networks() == summary["widths_final"]
+    _, rows = read_evaluations(out)  # the final row describes the saved model: its expected counts under its π
+    expected = model.policy.expected_param_counts()
+    assert float(rows[-1]["expected_params_train"]) == round(expected["train"], 2)
+    assert float(rows[-1]["expected_params_deploy"]) == round(expected["deploy"], 2)
+    assert summary["expected_params_final"] == expected
     env = make_env(ENV_ID, seed=123)
     try:
         obs, _ = env.reset(seed=123)
@@ -241,7 +269,8 @@ BAD_INPUT = [
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_params=0"],
                  ["target_deploy_params", "must be positive"], id="zero-budget"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_params=10000000"],
-                 ["target_deploy_params", "larger than the model", "164684 parameters"], id="budget-above-the-model"),
+                 ["target_deploy_params", "larger than the model", f"{INITIAL['deploy']} parameters"],
+                 id="budget-above-the-model"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_params=0.1", "target_deploy_flops=0.1"],
                  ["'target_deploy_params' and 'target_deploy_flops' contradict each other"], id="two-budgets"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_flops=5MFLOPs"],
@@ -254,7 +283,7 @@ BAD_INPUT = [
 @pytest.mark.parametrize("make_args, words", BAD_INPUT)
 def test_bad_input_fails_in_one_line_and_leaves_nothing(tmp_path, make_args, words):
     out = tmp_path / "run"
-    proc = run_train(make_args(tmp_path) + ["--no-progress", "--out", str(out)], tmp_path, timeout=600)  # a hang guard
+    proc = run_train(make_args(tmp_path) + ["--no-progress", "--out", str(out)], tmp_path, timeout=1200)  # a hang guard
     assert proc.returncode == 2, f"rc {proc.returncode}, stderr:\n{proc.stderr[-4000:]}"
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -272,7 +301,7 @@ def test_resume_of_a_run_whose_environment_cannot_be_made_here(tmp_path):
     run = tmp_path / "old"
     run.mkdir()
     (run / "config.yaml").write_text("env: BipedalWalker-v3\nseed: 0\n")
-    proc = run_train(["--resume", str(run), "--no-progress"], tmp_path, timeout=600)  # a hang guard
+    proc = run_train(["--resume", str(run), "--no-progress"], tmp_path, timeout=1200)  # a hang guard
     assert proc.returncode == 2, proc.stderr[-4000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "registered but cannot be made here" in lines[0], proc.stderr

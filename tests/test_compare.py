@@ -32,6 +32,7 @@ def comparison(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_compare_writes_every_file(comparison):
     for name in ("report.md", "results.json", "curves.png", "return_vs_params.png"):
         assert (comparison / name).stat().st_size > 0, name
@@ -45,6 +46,7 @@ def test_compare_writes_every_file(comparison):
     assert "| xinet | 2 |" in report and "| small | 2 |" in report and "P(xinet > small)" in report
 
 
+@pytest.mark.slow
 def test_aggregates_equal_rliable_on_the_runs(comparison):
     results = json.loads((comparison / "results.json").read_text())
     scores = {}
@@ -66,6 +68,7 @@ def test_aggregates_equal_rliable_on_the_runs(comparison):
     assert results["probability_of_improvement"]["xinet > small"]["probability"] == pytest.approx(p["x"])
 
 
+@pytest.mark.slow
 def test_finished_runs_are_reused_and_reported_without_training(comparison, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in (comparison / "runs").rglob("summary.json")}
     proc = compare("--env", "HalfCheetah-v4", "--variants", "xinet,small", "--seeds", 2, "--workers", 2,
@@ -93,7 +96,8 @@ def test_bad_input_exit_2(tmp_path, args, message):
 # --grid: the cross product, bad input, and the report from synthetic run directories (no training)
 
 def test_grid_cross_product_names_every_run(tmp_path):
-    from xinet_rl.cli.compare import grid_points, parse_grids, plan_runs
+    from xinet_rl.run.compare import plan_runs
+    from xinet_rl.run.grid import grid_points, parse_grids
 
     grids = parse_grids(["prune_strength=0.1,0.3", "actor_widths=[64,64],[128,128]"], ["batch_size=32"], None,
                         "HalfCheetah-v4")
@@ -125,7 +129,8 @@ def test_grid_cross_product_names_every_run(tmp_path):
 def test_a_budget_grid_is_the_gated_agents(tmp_path):
     """xinet runs at every budget; small runs train each budgeted xinet run's widths without the budget; the
     unpruned agent, which has no gates, once per seed."""
-    from xinet_rl.cli.compare import grid_points, parse_grids, plan_runs
+    from xinet_rl.run.compare import plan_runs
+    from xinet_rl.run.grid import grid_points, parse_grids
 
     out = tmp_path
     grids = parse_grids(["target_deploy_params=0.05,10%"], ["gamma=0.98"], None, "HalfCheetah-v4")
@@ -190,6 +195,7 @@ def fake_run(root, name, variant, seed, final, deploy, train, flops=None, grid_f
     return path
 
 
+@pytest.mark.slow
 def test_front_from_run_directories_one_row_per_grid_point(tmp_path):
     runs = tmp_path / "runs"
     finals = {0.25: [100.0, 120.0, 140.0], 0.5: [200.0, 260.0, 230.0], 1.0: [300.0, 330.0, 360.0]}

@@ -1,4 +1,5 @@
-"""The cost model against explicit parameter counts of networks built with the kept widths."""
+"""The cost model against parameter counts of the kept architecture, derived from first principles
+(tests/support/counts.py)."""
 
 import random
 import tempfile
@@ -10,29 +11,26 @@ import pytest
 import torch
 
 from xinet_rl.cost import CostRegularizer, expected_params
+from xinet_rl.config import AgentConfig
 from xinet_rl.policy import XiPolicy
 from xinet_rl.structure import Widths, build_structure
 
+from support.counts import config_widths, count_groups, count_widths
+
 OBS = gym.spaces.Box(-np.inf, np.inf, (17,), np.float32)
 ACT = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
-HALF_CHEETAH = Widths(17, 6, 17, [30] * 8, [30] * 8, [256, 256], [256, 256], [256, 256])
+# the unpruned HalfCheetah model as the shipped config (configs/HalfCheetah.yaml over the defaults) lays it out
+HALF_CHEETAH = Widths(**config_widths("HalfCheetah-v4", OBS.shape[0], ACT.shape[0]))
 
 
 def build(widths: Widths) -> XiPolicy:
     return XiPolicy(OBS, ACT, lambda _: 3e-4, widths=widths.to_dict())
 
 
-def kept_widths(base: Widths, masks: dict[str, np.ndarray]) -> Widths:
-    """The architecture that remains when the units with a 0 gate are removed (empty DenseNet layers vanish)."""
-    def block(name, widths):
-        return [int(masks[f"{name}.{i}"].sum()) for i in range(len(widths)) if masks[f"{name}.{i}"].sum() > 0]
-
-    def mlp(name, widths):
-        return [int(masks[f"{name}.{i}"].sum()) for i in range(len(widths))]
-
-    return Widths(base.obs_dim, base.act_dim, base.aux_dim, block("state", base.state),
-                  block("state_action", base.state_action), mlp("actor", base.actor), mlp("critic1", base.critic1),
-                  mlp("critic2", base.critic2))
+def kept_counts(base: Widths, masks: dict[str, np.ndarray]) -> dict[str, int]:
+    """Parameters of the architecture left when the units with a 0 gate are removed, from first principles
+    (``tests/support/counts.py``; an emptied DenseNet layer counts nothing)."""
+    return count_groups(base, {g: int(m.sum()) for g, m in masks.items()})
 
 
 def random_masks(base: Widths, rng: np.random.Generator, keep: float) -> dict[str, np.ndarray]:
@@ -51,9 +49,16 @@ def random_masks(base: Widths, rng: np.random.Generator, keep: float) -> dict[st
 def test_unpruned_counts_match_the_ofenet_paper_sizes():
     policy = build(HALF_CHEETAH)
     counts = policy.param_counts()
-    # OFENet 119,040 (REFERENCE.md) less the 480 redundant pre-BN biases, aux head 8,568, actor 134,924, critics
-    # 2 x 195,073
-    assert counts == {"train": 118_560 + 8_568 + 134_924 + 2 * 195_073, "deploy": 29_760 + 134_924}
+    derived = count_widths(HALF_CHEETAH)
+    assert counts == {"train": derived["train"], "deploy": derived["deploy"]}
+    fresh = XiPolicy(OBS, ACT, lambda _: 3e-4, widths=HALF_CHEETAH.to_dict(),
+                     config=AgentConfig(gated=False))  # no gates to leave out
+    assert sum(p.numel() for m in (fresh.ofenet, fresh.actor, fresh.critic1, fresh.critic2)
+               for p in m.parameters()) == derived["train"]
+    # The config is the OFENet paper's: OFENet 119,040 parameters (REFERENCE.md) less one redundant pre-BN bias per
+    # DenseNet unit (docs/method.md: 118,560)
+    assert HALF_CHEETAH.state == HALF_CHEETAH.state_action == [30] * 8
+    assert derived["ofenet"] == 119_040 - sum(HALF_CHEETAH.state + HALF_CHEETAH.state_action) == 118_560
     assert expected_params(policy.structure(), {}) == counts["train"]
     assert expected_params(policy.structure(), {}, deploy_only=True) == counts["deploy"]
 
@@ -64,13 +69,14 @@ def test_expected_params_equal_explicit_count_for_random_binary_gates(seed, keep
     masks = random_masks(HALF_CHEETAH, rng, keep)
     structure = build_structure(HALF_CHEETAH)
     widths = {g: torch.tensor(m).sum() for g, m in masks.items()}
-    rebuilt = build(kept_widths(HALF_CHEETAH, masks)).param_counts()
+    rebuilt = kept_counts(HALF_CHEETAH, masks)
+    assert sum(masks["state.2"]) == 0  # an emptied DenseNet layer among them
     assert float(expected_params(structure, widths)) == rebuilt["train"]
     assert float(expected_params(structure, widths, deploy_only=True)) == rebuilt["deploy"]
 
 
 def test_gradient_equals_marginal_counts():
-    """∂C/∂π_j = (parameters with unit j kept) − (parameters with it removed), counted on rebuilt networks."""
+    """∂C/∂π_j = (parameters with unit j kept) − (parameters with it removed), counted from first principles."""
     rng = np.random.default_rng(3)
     masks = random_masks(HALF_CHEETAH, rng, 0.6)
     structure = build_structure(HALF_CHEETAH)
@@ -87,8 +93,7 @@ def test_gradient_equals_marginal_counts():
         on[group][unit], off[group][unit] = 1.0, 0.0
         if off[group].sum() == 0 and not group.startswith("state"):
             continue
-        marginal = (build(kept_widths(HALF_CHEETAH, on)).param_counts()["train"]
-                    - build(kept_widths(HALF_CHEETAH, off)).param_counts()["train"])
+        marginal = kept_counts(HALF_CHEETAH, on)["train"] - kept_counts(HALF_CHEETAH, off)["train"]
         assert grads[group][unit].item() * train0 == pytest.approx(marginal, rel=1e-9), group
 
 
@@ -107,11 +112,13 @@ def test_deploy_mix_weights_the_deployable_cost():
     assert full["state.0"][0].item() > 20 * fan_in_cost
 
 
-@pytest.mark.parametrize("gated", [True, False])
-def test_update_flops_equal_what_autograd_computes(gated):
-    """``update_flops`` against the matmul FLOPs counted by ``FlopCounterMode`` over real updates, on a model pruned
-    to irregular widths with one DenseNet layer removed: updates with and without a gate step, and the average over
-    the schedule."""
+@pytest.mark.parametrize("gated, variant", [(True, {}), (True, {"gate_estimator": "straight_through"}),
+                                            (False, {}), (True, {"ofenet_layers": 0}), (False, {"ofenet_layers": 0})],
+                         ids=["xinet", "xinet-straight-through", "unpruned", "xinet-no-ofenet", "sac"])
+def test_update_flops_equal_what_autograd_computes(gated, variant):
+    """``update_flops`` against the matmul FLOPs counted by ``FlopCounterMode`` over real updates, for every variant
+    and gate estimator, on a model pruned to irregular widths with one DenseNet layer removed: updates with and
+    without a gate step, and the average over the schedule."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from xinet_rl import XiSAC
@@ -119,18 +126,22 @@ def test_update_flops_equal_what_autograd_computes(gated):
     from xinet_rl.envs import make_env
     from xinet_rl.pruning import prune
 
-    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", ofenet_layers=3, ofenet_units=6,
+    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", ofenet_units=6,
                   actor_widths=[20, 12], critic_widths=[16, 10], learning_starts=200, ofenet_pretrain_steps=2,
-                  batch_size=32, buffer_size=1000, pi_update_every=3, gated=gated, prune_start=10**9)
+                  batch_size=32, buffer_size=1000, pi_update_every=3, gated=gated, prune_start=10**9,
+                  **{"ofenet_layers": 3, **variant})
     model.learn(201)
     if gated:
         keep = {group: torch.arange(gate.units) < max(1, gate.units * 2 // 3)
                 for group, gate in model.policy.gates().items()}
-        keep["state.1"] = torch.zeros(6, dtype=torch.bool)  # a whole DenseNet layer goes
+        if model.policy.has_ofenet:
+            keep["state.1"] = torch.zeros(6, dtype=torch.bool)  # a whole DenseNet layer goes
         prune(model.policy, keep)
-        assert len(model.policy.ofenet.state.layers) == 2
+        assert len(model.policy.ofenet.state.layers) == (2 if model.policy.has_ofenet else 0)
     structure = model.policy.structure()
-    with_gate, without_gate = update_flops(structure, 32, gated), update_flops(structure, 32, gated=False)
+    estimator = model.config.gate_estimator
+    with_gate = update_flops(structure, 32, gated, estimator=estimator)
+    without_gate = update_flops(structure, 32, gated=False)
     for _ in range(3):
         gate_step = gated and model._n_updates % 3 == 0
         counter = FlopCounterMode(display=False)

@@ -7,7 +7,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from xinet_rl import XiSAC
-from xinet_rl.cuda_graph import LOSS_NAMES, GraphedUpdate
+from xinet_rl.cuda_graph import GraphedUpdate
+from xinet_rl.update import LOSS_NAMES
 from xinet_rl.envs import make_env
 from xinet_rl.guards import TrainingError
 
@@ -30,16 +31,16 @@ def test_update_from_given_rows_is_the_sampled_update(variant):
     """The graph copies SB3's rows in and gathers on the device; ``_update`` sampling them itself gives the same
     losses and the same model, bit for bit, with and without the gate step."""
     sampled, given = _model(**variant), _model(**variant)
-    has_ofenet = sampled.policy.ofenet_optimizer is not None
+    has_ofenet = sampled.policy.has_ofenet
     for step, gate_step in enumerate([True, False, False, True]):
         gate_step = gate_step and sampled.config.gated
         np.random.seed(100 + step)
         torch.manual_seed(step)  # the actor's noise (both models share torch's global generator)
-        a = sampled._update(32, gate_step)
+        a = sampled.updater.step(32, gate_step)
         np.random.seed(100 + step)
         torch.manual_seed(step)
         rows = np.stack([given.replay_buffer.draw_rows(32) for _ in range(2 if has_ofenet else 1)])
-        b = given._update(32, gate_step, rows=torch.from_numpy(rows))
+        b = given.updater.step(32, gate_step, rows=torch.from_numpy(rows))
         assert list(a) == list(b) == list(LOSS_NAMES)
         for name in LOSS_NAMES:
             assert torch.equal(a[name], b[name]), (step, name)
@@ -52,9 +53,9 @@ def test_pretrain_update_from_given_rows_is_the_sampled_one():
     sampled, given = _model(), _model()
     for step in range(3):
         np.random.seed(200 + step)
-        a = sampled._pretrain_update(32)
+        a = sampled.updater.pretrain_step(32)
         np.random.seed(200 + step)
-        b = given._pretrain_update(32, rows=torch.from_numpy(given.replay_buffer.draw_rows(32)[None]))
+        b = given.updater.pretrain_step(32, rows=torch.from_numpy(given.replay_buffer.draw_rows(32)[None]))
         for name in LOSS_NAMES:
             assert torch.equal(a[name], b[name]), (step, name)
     assert int(given.policy.pretrain_done) == SMALL["ofenet_pretrain_steps"] + 3
@@ -79,7 +80,7 @@ def test_update_never_reads_the_host(monkeypatch):
     generator) is switched on here; ``tolist`` and ``numpy`` do not pass through the dispatcher, so they are
     trapped directly."""
     model = _model()
-    model.mask_rng = model.gate_rng
+    model.updater.mask_rng = model.updater.gate_rng
     rows = torch.from_numpy(np.stack([model.replay_buffer.draw_rows(32) for _ in range(2)]))
 
     def trap(*args, **kwargs):
@@ -89,11 +90,11 @@ def test_update_never_reads_the_host(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "numpy", trap)
     with _NoHostReads():
         for gate_step in (True, False):
-            model._update(32, gate_step, rows=rows)
-        model._pretrain_update(32, rows=rows)
+            model.updater.step(32, gate_step, rows=rows)
+        model.updater.pretrain_step(32, rows=rows)
     monkeypatch.undo()
     with pytest.raises(AssertionError, match="host read"), _NoHostReads():  # the trap itself works
-        float(model._update(32, False, rows=rows)["critic_loss"])
+        float(model.updater.step(32, False, rows=rows)["critic_loss"])
 
 
 def test_graphed_update_is_off_on_the_cpu():
@@ -101,7 +102,7 @@ def test_graphed_update_is_off_on_the_cpu():
     assert model._graphed_update(32) is None and model.graphed is None
     assert model.policy.graphed_act is None
     with pytest.raises(ValueError, match="CUDA"):
-        GraphedUpdate(model, 32)
+        GraphedUpdate(model.updater, 32)
 
 
 def test_non_finite_loss_between_reads_is_reported():
@@ -189,14 +190,14 @@ def test_updates_after_the_first_never_fall_back_to_adams_own_step(monkeypatch):
     model = _model()
     rows = torch.from_numpy(np.stack([model.replay_buffer.draw_rows(32) for _ in range(2)]))
     for gate_step in (True, False):
-        model._update(32, gate_step, rows=rows)
-    model._pretrain_update(32, rows=rows)
+        model.updater.step(32, gate_step, rows=rows)
+    model.updater.pretrain_step(32, rows=rows)
 
     def refuse(*args, **kwargs):
         raise AssertionError("Adam's own step")
 
     monkeypatch.setattr(torch.optim.Adam, "step", refuse)
     for _ in range(2):
-        model._pretrain_update(32, rows=rows)
+        model.updater.pretrain_step(32, rows=rows)
         for gate_step in (True, False):
-            model._update(32, gate_step, rows=rows)
+            model.updater.step(32, gate_step, rows=rows)

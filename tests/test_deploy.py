@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from xinet_rl.config import AgentConfig
 from xinet_rl.cost import expected_params
 from xinet_rl.export import DeployPolicy, export_policy
 from xinet_rl.gates import Gate
 from xinet_rl.policy import XiPolicy
 from xinet_rl.pruning import prune
-from xinet_rl.structure import build_structure
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (11,), np.float32)
 ACT = gym.spaces.Box(np.array([-1.0, -2.0, 0.0], np.float32), np.array([1.0, 3.0, 0.5], np.float32))
@@ -26,7 +26,7 @@ def make_policy(gated: bool = True, seed: int = 0) -> XiPolicy:
     """BN with non-trivial running statistics and affine parameters; where gated, π in (0, 1) on most units, π = 1
     on some, π = 0 on a third of them and on every unit of ``state.1``."""
     torch.manual_seed(seed)
-    policy = XiPolicy(OBS, ACT, lambda _: 1e-3, widths=WIDTHS, gated=gated)
+    policy = XiPolicy(OBS, ACT, lambda _: 1e-3, widths=WIDTHS, config=AgentConfig(gated=gated))
     rng = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for layer in policy.ofenet.state.layers:

@@ -72,6 +72,7 @@ def test_export_round_trip(pruned_run, tmp_path, fmt):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_runs_without_this_package(pruned_run, tmp_path):
     out = tmp_path / "policy.onnx"
     assert cli("export", pruned_run, "--format", "onnx", "--out", out).returncode == 0
@@ -82,6 +83,7 @@ def test_onnx_runs_without_this_package(pruned_run, tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == "(3, 6)", proc.stderr[-800:]
 
 
+@pytest.mark.slow
 def test_small_variant_builds_the_final_widths_and_unpruned_has_no_gates(pruned_run, tmp_path):
     small = tmp_path / "small"
     proc = cli("train", "--env", "HalfCheetah-v4", *TINY, "--variant", "small", "--arch-from", pruned_run,
@@ -101,6 +103,7 @@ def test_small_variant_builds_the_final_widths_and_unpruned_has_no_gates(pruned_
     assert json.loads((unpruned / "summary.json").read_text())["widths_final"]["ofenet_state"] == [8, 8, 8]
 
 
+@pytest.mark.slow
 def test_sac_variant_has_no_ofenet(tmp_path):
     run = tmp_path / "sac"
     proc = cli("train", "--env", "HalfCheetah-v4", *TINY, "--variant", "sac", "--out", run)

@@ -91,6 +91,7 @@ def test_curvature_estimator_matches_exact_difference_for_auxiliary_mse():
     assert min(st_errors) > 2 * max(errors), (errors, st_errors)
 
 
+@pytest.mark.slow
 def test_curvature_estimator_with_batch_statistics_couplings():
     """In the auxiliary update BN uses batch statistics, so one sample's mask moves every sample's loss; the exact
     difference flips one (sample, unit) at a time. At batch 32 the second-order estimate is coarser in the first

@@ -31,6 +31,7 @@ def _faults_per_update(mode: str) -> float:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+@pytest.mark.slow
 def test_updates_stop_faulting_pages_in():
     default, kept = _faults_per_update("glibc initial"), _faults_per_update("keep")
     assert default > 100  # every block above 128 KiB is a fresh mapping, faulted in page by page

@@ -34,7 +34,7 @@ SMALL = {"learning_starts": LEARNING_STARTS, "ofenet_pretrain_steps": PRETRAIN, 
 def progress_run(tmp_path_factory):
     """One small run of ``train`` with its progress bar: (stderr lines, run directory, summary)."""
     from xinet_rl.callbacks import ProgressBar
-    from xinet_rl.cli import train as train_cli
+    from xinet_rl.run import trainer as train_cli
     from xinet_rl.config import resolve_config
 
     out = tmp_path_factory.mktemp("progress") / "run"
@@ -119,7 +119,7 @@ def test_pretrain_hook_is_called_per_update_and_detached_after_learn():
 def test_video_env_uses_the_tracking_camera_where_there_is_one(env_id, camera):
     import mujoco
 
-    from xinet_rl.cli.evaluate import tracking_camera
+    from xinet_rl.run.video import tracking_camera
     from xinet_rl.envs import make_env
 
     kwargs = tracking_camera(env_id)
@@ -136,8 +136,8 @@ def test_video_env_uses_the_tracking_camera_where_there_is_one(env_id, camera):
 RENDER_FAR_AWAY = """
 import json, sys, tempfile
 import numpy as np
-from xinet_rl.cli.evaluate import make_video_env
-from xinet_rl.cli.common import UsageError
+from xinet_rl.run.video import make_video_env
+from xinet_rl.run.errors import UsageError
 try:
     env = make_video_env("HalfCheetah-v4", 0, tempfile.mkdtemp(), 1)
 except UsageError as exc:
@@ -248,6 +248,7 @@ def compare(*args, env):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_compare_trains_on_a_cluster_started_with_ray_start(ray_head, tmp_path):
     out = tmp_path / "out"
     proc = compare("--env", "Pendulum-v1", "--variants", "xinet", "--seeds", 1, "--address", ray_head["address"],
@@ -259,6 +260,7 @@ def test_compare_trains_on_a_cluster_started_with_ray_start(ray_head, tmp_path):
     assert list(Path(ray_head["temp"]).glob("session_*/logs/worker-*")), "no worker of the cluster ran"
 
 
+@pytest.mark.slow
 def test_cluster_that_cannot_be_joined_answers_in_one_line(ray_head, tmp_path):
     stranger = tmp_path / "home"  # a machine without the cluster's token
     stranger.mkdir()
@@ -272,8 +274,8 @@ def test_cluster_that_cannot_be_joined_answers_in_one_line(ray_head, tmp_path):
 
 
 def test_check_address_tells_why(ray_head, monkeypatch, tmp_path):
-    from xinet_rl.cli.common import UsageError
-    from xinet_rl.cli.compare import check_address
+    from xinet_rl.run.errors import UsageError
+    from xinet_rl.run.cluster import check_address
 
     monkeypatch.setenv("HOME", str(ray_head["home"]))
     for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):

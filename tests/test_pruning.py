@@ -4,16 +4,18 @@ import copy
 
 import gymnasium as gym
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
 from xinet_rl import XiSAC
 from xinet_rl.cost import expected_params
 from xinet_rl.envs import make_env
-from xinet_rl.policy import XiPolicy, weights_of
+from xinet_rl.config import AgentConfig
+from xinet_rl.policy import XiPolicy
 from xinet_rl.pruning import prune, units_to_keep, update_counters
 from xinet_rl.structure import Widths
+
+from support.counts import count_groups, count_widths
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (17,), np.float32)
 ACT = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
@@ -84,16 +86,24 @@ def test_mean_mode_outputs_identical_after_pruning():
 
 
 def test_parameter_counts_equal_live_modules_and_cost_model():
+    """After pruning, ``param_counts`` and the cost model both equal the count of the architecture of the kept units,
+    derived from first principles (``tests/support/counts.py``: a vanished DenseNet layer has width 0), and the
+    parameters of a fresh dense model built at the pruned widths."""
     policy = make_policy()
     keep = switch_off(policy)
     structure_before = policy.structure()
     expected = expected_params(structure_before, {g: m.float().sum() for g, m in keep.items()})
     prune(policy, keep)
-    live = sum(p.numel() for m in (policy.ofenet, policy.actor, policy.critic1, policy.critic2) for p in weights_of(m))
-    assert policy.param_counts()["train"] == live == int(expected)
-    deploy = sum(p.numel() for m in (policy.ofenet.state, policy.actor) for p in weights_of(m))
-    assert policy.param_counts()["deploy"] == deploy
-    assert float(expected_params(policy.structure(), {})) == live
+    derived = count_groups(WIDTHS, {g: int(m.sum()) for g, m in keep.items()})
+    assert keep["state.1"].sum() == 0 and len(policy.ofenet.state.layers) == len(WIDTHS.state) - 1
+    assert policy.param_counts() == {"train": derived["train"], "deploy": derived["deploy"]}
+    assert int(expected) == derived["train"] and float(expected) == int(expected)
+    fresh = XiPolicy(OBS, ACT, lambda _: 1e-3, widths=policy.widths.to_dict(), config=AgentConfig(gated=False))
+    assert sum(p.numel() for m in (fresh.ofenet, fresh.actor, fresh.critic1, fresh.critic2)
+               for p in m.parameters()) == derived["train"]
+    assert sum(p.numel() for m in (fresh.ofenet.state, fresh.actor) for p in m.parameters()) == derived["deploy"]
+    assert float(expected_params(policy.structure(), {})) == derived["train"]
+    assert float(expected_params(policy.structure(), {}, deploy_only=True)) == derived["deploy"]
 
 
 def _adam_steps(policy, batches):
@@ -215,18 +225,51 @@ def switch_off_model(model):
 
 
 def test_agent_prunes_on_schedule():
+    """One update per step after ``learning_starts`` (150): update ``n`` comes at step ``150 + n``. Checks run at
+    updates 20, 30, 40, 50; five units of actor.0 are at 0 from update 10 on, so they are counted at checks 20 and 30
+    and removed at 30 (patience 2), at step 180. With the gates frozen above 0 everywhere else, that is the only
+    event: it records the final model."""
     model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", prune_start=20, prune_interval=10,
                   prune_patience=2, **SMALL)
     model.learn(160)
+    assert model._n_updates == 10
     with torch.no_grad():
         model.policy.gates()["actor.0"].pi[:5] = 0.0
         model.policy.gates()["actor.0"].pi[5:] = 1.0
+    assert all(float(g.pi.detach().min()) > 0 for name, g in model.policy.gates().items() if name != "actor.0")
     model.config.pi_lr = 0.0
     for group in model.policy.gate_optimizer.param_groups:
         group["lr"] = 0.0
     model.learn(40, reset_num_timesteps=False)
-    assert model.policy.widths.actor[0] == 11
-    assert model.prune_events and model.prune_events[0]["removed"]["actor.0"] == 5
-    event = model.prune_events[0]
-    assert event["params"] == model.policy.param_counts() or len(model.prune_events) > 1
-    assert event["flops"]["update"] > 0 and event["widths"]["actor"][0] == 11
+    assert model._n_updates == 50
+    assert model.policy.widths.actor == [11, 16]
+    [event] = model.prune_events
+    assert event["step"] == 180 and event["n_updates"] == 30 and event["removed"] == {"actor.0": 5}
+    derived = count_widths(Widths(17, 6, 17, [6] * 3, [6] * 3, [11, 16], [16, 16], [16, 16]))
+    assert event["params"] == model.policy.param_counts() == {"train": derived["train"], "deploy": derived["deploy"]}
+    assert event["flops"] == model.flops() and event["flops"]["update"] > 0
+    assert event["widths"] == model.policy.widths.networks() == {
+        "ofenet_state": [6] * 3, "ofenet_state_action": [6] * 3, "actor": [11, 16], "critic1": [16, 16],
+        "critic2": [16, 16]}
+
+
+def test_pruning_bumps_the_structure_version_and_derived_caches_follow():
+    """A pruned model announces its new structure by a version number; the cost map and the agent's FLOP count,
+    cached per version, are those of the new widths."""
+    policy = make_policy()
+    first = policy.structure()
+    assert policy.structure_version == first.version == 0
+    pis = {g: gate.pi.detach() for g, gate in policy.gates().items()}
+    before = policy.regularizer.unit_costs(first, pis)
+    keep = switch_off(policy)
+    prune(policy, keep)
+    second = policy.structure()
+    assert policy.structure_version == second.version == 1 and second is not first
+    assert policy.structure() is second  # cached until the next pruning
+    pis = {g: gate.pi.detach() for g, gate in policy.gates().items()}
+    after = policy.regularizer.unit_costs(second, pis)
+    fresh = copy.deepcopy(policy.regularizer)
+    fresh.__dict__.pop("_map_cache", None)
+    expected = fresh.unit_costs(second, pis)
+    assert set(after) == set(expected) and all(torch.equal(after[g], expected[g]) for g in after)
+    assert any(not torch.equal(after[g], before[g]) for g in after if g in before)

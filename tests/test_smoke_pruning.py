@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from xinet_rl import XiSAC
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
+@pytest.mark.slow  # a real HalfCheetah run: about 10 minutes on one loaded core
 def test_smoke_config_prunes_every_network(tmp_path):
     out = tmp_path / "smoke"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}

@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from xinet_rl.config import ConfigError
 from xinet_rl.cost import expected_flops, expected_params
-from xinet_rl.structure import Structure
+from xinet_rl.structure import ACTOR, Structure, is_deployed, network_of
 
 SETPOINT = 0.95
 """The controller aims at this fraction of the budget (see the module's docstring)."""
@@ -84,7 +84,8 @@ def deploy_cost(structure: Structure, widths: Mapping[str, Tensor | float | int]
     """The deployable policy's parameters (``kind="params"``) or matmul FLOPs per action (``"flops"``) at the given
     group widths (structural widths for groups not in ``widths``); ``state_only``: those of OFENet's state block."""
     if state_only:
-        structure = Structure(structure.groups, [l for l in structure.layers if l.deploy and l.network == "ofenet"])
+        structure = Structure(structure.groups, [l for l in structure.layers if l.deploy and l.network == "ofenet"],
+                              structure.version)
     if kind == "params":
         return expected_params(structure, widths, deploy_only=True)
     return expected_flops(structure, widths, deploy_only=True)
@@ -142,7 +143,7 @@ def resolve_budget(config, structure: Structure, min_units: int = 1) -> Budget |
     if target > initial:
         raise ConfigError(f"config key '{key}' ({value:g}) is larger than the model: its deployable policy has "
                           f"{initial:.0f} {UNITS[kind]} at the start")
-    floor = {g: (min(min_units, w) if g.startswith("actor.") else 0) for g, w in structure.groups.items()
+    floor = {g: (min(min_units, w) if network_of(g) == ACTOR else 0) for g, w in structure.groups.items()
              if g in structure.gated_groups}
     smallest = float(deploy_cost(structure, floor, kind))
     if target < smallest:
@@ -243,7 +244,7 @@ def guard_keep(keep: dict[str, Tensor], gates: Mapping[str, nn.Module], structur
         return keep
     candidates = []  # (checks at 0, group, index) of every deployable unit that would be removed
     for group, mask in keep.items():
-        if group.startswith("state.") or group.startswith("actor."):
+        if is_deployed(group):
             checks = gates[group].zero_checks
             candidates += [(int(checks[i]), group, int(i)) for i in (~mask).nonzero().flatten()]
     candidates.sort()
@@ -276,14 +277,14 @@ def fit_keep(keep: dict[str, Tensor], gates: Mapping[str, nn.Module], structure:
 
     candidates = []  # (π, group, index) of every deployable unit kept
     for group, mask in masks.items():
-        if group.startswith("state.") or group.startswith("actor."):
+        if is_deployed(group):
             pi = gates[group].pi.detach()
             candidates += [(float(pi[i]), group, int(i)) for i in mask.nonzero().flatten()]
     candidates.sort()
     for _, group, index in candidates:
         if cost() <= target:
             break
-        if group.startswith("actor.") and int(masks[group].sum()) <= min(min_units, masks[group].numel()):
+        if network_of(group) == ACTOR and int(masks[group].sum()) <= min(min_units, masks[group].numel()):
             continue
         masks[group][index] = False
     return masks

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from xinet_rl.structure import ACT, OBS, LayerSpec, Structure
+from xinet_rl.structure import ACT, OBS, STATE, STATE_ACTION, LayerSpec, Structure, network_of
 
 Width = Tensor | float | int
 
@@ -46,7 +46,8 @@ def expected_flops(structure: Structure, widths: Mapping[str, Width], deploy_onl
     return total
 
 
-def update_flops(structure: Structure, batch: int, gated: bool = True, gate_every: int = 1) -> int:
+def update_flops(structure: Structure, batch: int, gated: bool = True, gate_every: int = 1,
+                 estimator: str = "curvature") -> int:
     """Matmul FLOPs of one gradient update (OFENet auxiliary step plus SAC step) at the current widths, averaged over
     updates when the gate step runs every ``gate_every`` updates. Equal to what autograd computes
     (``tests/test_cost.py`` counts it with ``FlopCounterMode``).
@@ -68,8 +69,8 @@ def update_flops(structure: Structure, batch: int, gated: bool = True, gate_ever
 
     ofenet = part(lambda l: l.network == "ofenet")
     ofenet_in = part(lambda l: l.network == "ofenet" and reads_hidden(l))
-    state = part(lambda l: l.name.startswith("state."))
-    state_action = part(lambda l: l.name.startswith("state_action."))
+    state = part(lambda l: network_of(l.name) == STATE)
+    state_action = part(lambda l: network_of(l.name) == STATE_ACTION)
     actor = part(lambda l: l.network == "actor")
     actor_in = part(lambda l: l.network == "actor" and reads_own(l))
     critics = part(lambda l: l.network == "critic")
@@ -78,11 +79,12 @@ def update_flops(structure: Structure, batch: int, gated: bool = True, gate_ever
     aux_step = 2 * ofenet + ofenet_in
     critic_step = 2 * critics + critics_in
     actor_step = 2 * actor + actor_in + 2 * state_action + 2 * critics  # through z_sa and the critics to the action
-    estimators = (ofenet_in + critics_in + actor + state_action + critics) if gated else 0
+    # the curvature estimator's passes; the straight-through one reads the mask gradients of the backward pass alone
+    estimators = (ofenet_in + critics_in + actor + state_action + critics) if gated and estimator == "curvature" else 0
     return int(batch * (no_grad + aux_step + critic_step + actor_step + estimators / gate_every))
 
 
-def pretrain_flops(structure: Structure, batch: int, gated: bool = True) -> int:
+def pretrain_flops(structure: Structure, batch: int, gated: bool = True, estimator: str = "curvature") -> int:
     """Matmul FLOPs of one OFENet pre-training update: the auxiliary step (forward, weight gradients, input gradients
     of the layers that read other layers) and, gated, its gate step's curvature pass, which runs at every
     pre-training update. The same counting as :func:`update_flops`."""
@@ -91,7 +93,7 @@ def pretrain_flops(structure: Structure, batch: int, gated: bool = True) -> int:
 
     ofenet = int(expected_flops(structure, {}, where=lambda l: l.network == "ofenet"))
     ofenet_in = int(expected_flops(structure, {}, where=lambda l: l.network == "ofenet" and reads_hidden(l)))
-    return int(batch * (2 * ofenet + ofenet_in + (ofenet_in if gated else 0)))
+    return int(batch * (2 * ofenet + ofenet_in + (ofenet_in if gated and estimator == "curvature" else 0)))
 
 
 class CostRegularizer(nn.Module):
@@ -145,9 +147,9 @@ class CostRegularizer(nn.Module):
     def _affine_map(self, structure: Structure, names: tuple[str, ...], device: torch.device
                     ) -> tuple[Tensor, Tensor]:
         """``(a, M)`` of :func:`marginal_cost_map` for the training and the deployed cost, each scaled by its weight
-        ``(1−β)/C_train,0`` or ``β/C_deploy,0`` (``α`` multiplies the result) and stacked, on ``device``. Cached for the structure (a pruned
-        model has a new one; the entry keeps it alive, so its ``id`` is not reused) and until ``C_0`` is loaded."""
-        key = (id(structure), names, str(device))
+        ``(1−β)/C_train,0`` or ``β/C_deploy,0`` (``α`` multiplies the result) and stacked, on ``device``. Cached
+        for the structure's version and widths (a pruned model has a new version) and until ``C_0`` is loaded."""
+        key = (structure.version, tuple(structure.groups.values()), names, str(device))
         cached = self.__dict__.get("_map_cache")
         if cached is None or cached[0] != key:
             weights = np.array([(1 - self.beta) / float(self.train0), self.beta / float(self.deploy0)])

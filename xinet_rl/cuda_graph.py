@@ -3,18 +3,20 @@
 On a GPU the update of these small networks is bound by launching kernels, not by arithmetic: stable-baselines3's SAC
 runs about 85 updates/s on an H100, a bare SAC update captured in one graph about 1,000 (``REFERENCE.md``); the gated
 HalfCheetah update ran at 33 updates/s eagerly and 333 as a graph on an H200 (``BENCHMARKS.md``).
-:class:`GraphedUpdate` captures :meth:`XiSAC._update <xinet_rl.agents.xisac.XiSAC._update>` (OFENet auxiliary step,
+:class:`GraphedUpdate` captures :meth:`GatedSACUpdate.step <xinet_rl.update.GatedSACUpdate.step>` (OFENet auxiliary step,
 critics, actor, temperature, targets, and the gate step with its estimators and cost gradient) once with and once
-without the gate step, and OFENet's pre-training update (auxiliary and gate step) as a third kind, and replays them
+without the gate step, and OFENet's pre-training update (:meth:`~xinet_rl.update.GatedSACUpdate.pretrain_step`) as a
+third kind, and replays them
 with fresh replay rows copied in before each replay. It captures again when the
 model's structure changes (each pruning event replaces the tensors) or the replay storage is remade (a restored
 checkpoint).
 
 What the captured work may not do is read the host. The replay rows come from SB3's random numbers on the host (the
-same batches as the eager update) through a pinned buffer; masks, probes and flips come from the agent's gate
+same batches as the eager update) through a pinned buffer; masks, probes and flips come from the update's gate
 generator, registered with every graph; loss scales and the cost gradient are branch-free tensor code; and the losses
 are copied into a persistent tensor with a sticky non-finite flag, which the agent reads every
-``XiSAC.check_every`` updates instead of after each one. :class:`GraphedAct` does the same for acting.
+``XiSAC.check_every`` updates instead of after each one. This module knows the update and the policy only through
+the methods it calls on them. :class:`GraphedAct` does the same for acting.
 """
 
 from __future__ import annotations
@@ -24,22 +26,21 @@ from typing import TYPE_CHECKING, Callable, Literal, Union
 import torch
 from torch import Tensor
 
+from xinet_rl.update import LOSS_NAMES, GatedSACUpdate
+
 if TYPE_CHECKING:
-    from xinet_rl.agents.xisac import XiSAC
     from xinet_rl.policy import XiPolicy
 
 Kind = Union[bool, Literal["pretrain"]]
 """An update kind, one graph each: ``True``/``False`` a gradient update with/without the gate step, ``"pretrain"``
 one of OFENet's pre-training updates."""
 
-LOSS_NAMES = ("aux_loss", "critic_loss", "actor_loss", "ent_coef_loss", "ent_coef")
-"""What :meth:`XiSAC._update` returns, in order: the entries of :attr:`GraphedUpdate.losses`."""
-
 
 class GraphedUpdate:
-    """Replays captured CUDA graphs of ``model._update`` (see the module docstring).
+    """Replays captured CUDA graphs of ``update.step`` and ``update.pretrain_step`` (see the module docstring).
 
-    :param model: an :class:`~xinet_rl.agents.xisac.XiSAC` on a CUDA device, without ``VecNormalize``.
+    :param update: a :class:`~xinet_rl.update.GatedSACUpdate` on a CUDA device, without ``VecNormalize``, whose
+        ``replay_buffer`` is set.
     :param batch_size: rows per minibatch, fixed in the graphs.
     """
 
@@ -48,12 +49,12 @@ class GraphedUpdate:
     every reset: the libraries' handles and workspaces are made there, outside the capture. Real updates, each run
     once, so capturing changes no training step."""
 
-    def __init__(self, model: "XiSAC", batch_size: int) -> None:
-        if model.device.type != "cuda":
-            raise ValueError(f"GraphedUpdate needs a CUDA model, got device {model.device}")
-        self.model, self.batch_size = model, int(batch_size)
-        device = model.device
-        self.n_batches = 2 if model.policy.ofenet_optimizer is not None else 1  # auxiliary and SAC minibatches
+    def __init__(self, update: GatedSACUpdate, batch_size: int) -> None:
+        if update.device.type != "cuda":
+            raise ValueError(f"GraphedUpdate needs a CUDA model, got device {update.device}")
+        self.update, self.batch_size = update, int(batch_size)
+        device = update.device
+        self.n_batches = 2 if update.policy.has_ofenet else 1  # auxiliary and SAC minibatches
         self.rows = torch.zeros((self.n_batches, 2, self.batch_size), dtype=torch.long, device=device)
         self._host_rows = torch.zeros(self.rows.shape, dtype=torch.long).pin_memory()
         self._rows_copied = torch.cuda.Event()
@@ -76,14 +77,14 @@ class GraphedUpdate:
         """One gradient update of this kind (``True``/``False``: with/without the gate step; ``"pretrain"``: one of
         OFENet's pre-training updates): replay its graph, or run eagerly while warming up. ``timed`` updates
         (consecutive ones) are timed on the GPU; :meth:`read` reports their mean."""
-        model = self.model
-        live = (model.policy.structure(), model.replay_buffer.tensors())
-        if len(live) != len(self._captured_for) or any(a is not b for a, b in zip(live, self._captured_for)):
+        update = self.update
+        live = (update.policy.structure_version, update.replay_buffer.tensors())  # pruned, or storage remade
+        if not self._captured_for or live[0] != self._captured_for[0] or live[1] is not self._captured_for[1]:
             self.reset()
             self._captured_for = live
         self._rows_copied.synchronize()  # the pinned buffer is free once the previous rows reached the device
         for i in range(1 if kind == "pretrain" else self.n_batches):  # SB3's random numbers, in the eager order
-            self._host_rows[i].copy_(torch.from_numpy(model.replay_buffer.draw_rows(self.batch_size)))
+            self._host_rows[i].copy_(torch.from_numpy(update.replay_buffer.draw_rows(self.batch_size)))
         self.rows.copy_(self._host_rows, non_blocking=True)
         self._rows_copied.record()
         graph = self._graphs.get(kind)
@@ -118,16 +119,16 @@ class GraphedUpdate:
                 seconds)
 
     def _body(self, kind: Kind) -> None:
-        model = self.model
-        losses = (model._pretrain_update(self.batch_size, rows=self.rows) if kind == "pretrain"
-                  else model._update(self.batch_size, kind, rows=self.rows))
+        update = self.update
+        losses = (update.pretrain_step(self.batch_size, rows=self.rows) if kind == "pretrain"
+                  else update.step(self.batch_size, kind, rows=self.rows))
         stacked = torch.stack([losses[name] for name in LOSS_NAMES])
         self.losses.copy_(stacked)
         self.nonfinite.logical_or_(torch.isfinite(stacked).logical_not_())
 
     def _capture(self, kind: Kind) -> torch.cuda.CUDAGraph:
         graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(self.model.gate_rng)  # masks, probes and flips; the default one is implicit
+        graph.register_generator_state(self.update.gate_rng)  # masks, probes and flips; the default one is implicit
         with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
             self._body(kind)
         self._pool = graph.pool()  # the kinds share one pool: they never run at the same time
@@ -156,8 +157,8 @@ class GraphedAct:
 
     def __call__(self, obs: Tensor, deterministic: bool) -> Tensor:
         """The action for ``obs`` (no gradient), as ``act(obs, deterministic)`` computes it."""
-        live = (self.policy.structure(), self.policy.actor.mu.weight.data_ptr())  # pruned, or moved
-        if self._captured_for is None or live[0] is not self._captured_for[0] or live[1] != self._captured_for[1]:
+        live = (self.policy.structure_version, self.policy.actor.mu.weight.data_ptr())  # pruned, or moved
+        if live != self._captured_for:
             self._graphs.clear()
             self._eager_runs.clear()
             self._captured_for = live

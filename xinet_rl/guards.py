@@ -40,11 +40,15 @@ class GuardedEnv(gym.Wrapper):
 
 
 class FiniteObservations(BaseCallback):
-    """Checks every new observation and reward for NaN or infinity."""
+    """Checks every new observation and reward for NaN or infinity, before SB3 stores the transition. At an
+    episode's last step the vectorized env hands the step's observation on in ``infos["terminal_observation"]``
+    (``new_obs`` is then the next episode's first), so that one is checked too."""
 
     def _on_step(self) -> bool:
         obs, rewards = self.locals.get("new_obs"), self.locals.get("rewards")
-        if obs is not None and not np.isfinite(obs).all():
+        terminal = [info["terminal_observation"] for info in self.locals.get("infos") or []
+                    if info.get("terminal_observation") is not None]
+        if any(o is not None and not np.isfinite(o).all() for o in [obs, *terminal]):
             raise TrainingError(f"non-finite observation from the environment at step {self.num_timesteps}")
         if rewards is not None and not np.isfinite(rewards).all():
             raise TrainingError(f"non-finite reward from the environment at step {self.num_timesteps}")

@@ -20,6 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
+from xinet_rl.version import __version__
+
 FORMAT = "xinet-rl/1"
 
 
@@ -78,8 +80,6 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def _versions() -> dict[str, str]:
     import gymnasium
     import stable_baselines3
-
-    from xinet_rl import __version__
 
     return {"xinet_rl": __version__, "torch": torch.__version__, "gymnasium": gymnasium.__version__,
             "stable_baselines3": stable_baselines3.__version__}

@@ -8,7 +8,7 @@ cost normaliser ``C_0``. The architecture is the :class:`~xinet_rl.structure.Wid
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from gymnasium import spaces
@@ -16,14 +16,14 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
-from xinet_rl.budget import BudgetController
+from xinet_rl.budget import Budget, BudgetController
+from xinet_rl.config import AgentConfig
 from xinet_rl.cost import CostRegularizer, LossScale, expected_flops, expected_params, update_flops
-from xinet_rl.cuda_graph import GraphedAct
 from xinet_rl.gates import Gate
 from xinet_rl.heads import Actor, Critic
 from xinet_rl.ofenet import OFENet
 from xinet_rl.optim import FusedAdam
-from xinet_rl.structure import CRITICS, Structure, Widths, build_structure
+from xinet_rl.structure import ACTOR, CRITICS, OFENET_BLOCKS, Structure, Widths, build_structure, group_name, parse_name
 
 NETWORKS = ("ofenet", "actor", "critic")
 
@@ -34,30 +34,41 @@ def weights_of(module: nn.Module) -> list[nn.Parameter]:
 
 
 class XiPolicy(BasePolicy):
+    """All of XiSAC's networks and their training state: the gated OFENet, actor, two critics and their targets, the
+    temperature, the loss scales, the cost regularizer, a budget's controller and one optimizer per network.
+
+    :param observation_space: a Box space (observations are computed as float32 rows).
+    :param action_space: a Box space.
+    :param lr_schedule: SB3's learning-rate schedule; its value at the start is the actor's, critics' and
+        temperature's learning rate.
+    :param widths: every layer's width (:class:`~xinet_rl.structure.Widths` as a dict): the networks are built at
+        these widths, pruned or not.
+    :param config: the agent's configuration, the one place the hyperparameters are read from (gated or not, the
+        gates' initial value and learning rate, OFENet's learning rate, the strength and cost mix, the loss-scale
+        decay, the initial temperature, the budget controller's step); default ``AgentConfig()``.
+    :param budget: the resolved deployable-cost budget (:func:`~xinet_rl.budget.resolve_budget`), or ``None``.
+    :param use_sde: SB3's; gSDE is not supported (ignored).
+    """
+
     def __init__(
         self,
         observation_space: spaces.Box,
         action_space: spaces.Box,
         lr_schedule: Schedule,
         widths: dict,
-        gated: bool = True,
-        pi_init: float = 1.0,
-        pi_lr: float = 1e-3,
-        ofenet_lr: float = 3e-4,
-        prune_strength: float = 0.1,
-        deploy_cost_mix: float = 0.0,
-        loss_scale_decay: float = 0.99,
-        ent_coef_init: float = 1.0,
-        budget: dict | None = None,
+        config: AgentConfig | None = None,
+        budget: Budget | None = None,
         use_sde: bool = False,
     ) -> None:
         super().__init__(observation_space, action_space, squash_output=True)
+        self.config = config = AgentConfig() if config is None else config
         self._widths = Widths.from_dict(widths)
+        self.structure_version = 0  # bumped by each change of the widths (pruning): what caches key on
         self._cache: dict[str, Any] = {}
-        self.graphed_act: GraphedAct | None = None  # set by the agent (use_cuda_graphs)
-        self.gated = gated
-        self.pi_init = pi_init
-        self.hparams = dict(pi_lr=pi_lr, ofenet_lr=ofenet_lr, lr=lr_schedule(1))
+        # a faster act function on a GPU (the agent hands it :class:`~xinet_rl.cuda_graph.GraphedAct`)
+        self.graphed_act: Callable[[Tensor, bool], Tensor] | None = None
+        self.learning_rate = lr_schedule(1)
+        gated, pi_init = config.gated, config.pi_init
         w = self.widths
         self.ofenet = OFENet(w.obs_dim, w.act_dim, w.state, w.state_action, w.aux_dim, gated, pi_init)
         self.actor = Actor(w.z_s_dim, w.actor, w.act_dim, gated, pi_init)
@@ -65,15 +76,16 @@ class XiPolicy(BasePolicy):
         self.critic2 = Critic(w.z_sa_dim, w.critic2, gated, pi_init)
         self.critic1_target = copy.deepcopy(self.critic1).requires_grad_(False)
         self.critic2_target = copy.deepcopy(self.critic2).requires_grad_(False)
-        self.log_ent_coef = nn.Parameter(torch.tensor(float(ent_coef_init)).log())
-        self.loss_scales = nn.ModuleDict({k: LossScale(loss_scale_decay) for k in NETWORKS})
+        self.log_ent_coef = nn.Parameter(torch.tensor(float(config.ent_coef_init)).log())
+        self.loss_scales = nn.ModuleDict({k: LossScale(config.loss_scale_decay) for k in NETWORKS})
         structure = self.structure()
         ones = {g: float(structure.groups[g]) * pi_init for g in structure.gated_groups} if gated else {}
-        self.regularizer = CostRegularizer(prune_strength, deploy_cost_mix,
+        self.regularizer = CostRegularizer(config.prune_strength, config.deploy_cost_mix,
                                            float(expected_params(structure, ones)),
                                            float(expected_params(structure, ones, deploy_only=True)))
         # a deployable-cost budget: its controller moves the regularizer's strength (xinet_rl/budget.py)
-        self.budget = BudgetController(**budget) if budget else None
+        self.budget = None if budget is None else BudgetController(budget.kind, budget.target, config.budget_lr,
+                                                                    config.prune_eps, budget.state_target)
         self.register_buffer("pretrain_done", torch.tensor(0, dtype=torch.long))
         self.make_optimizers()
 
@@ -86,11 +98,12 @@ class XiPolicy(BasePolicy):
     def widths(self, value: Widths) -> None:
         """Set after pruning: the structure and the gate lookup are derived from the widths, so they are rebuilt."""
         self._widths = value
+        self.structure_version += 1
         self._cache.clear()
 
     def structure(self) -> Structure:
         if "structure" not in self._cache:
-            self._cache["structure"] = build_structure(self._widths)
+            self._cache["structure"] = build_structure(self._widths, self.structure_version)
         return self._cache["structure"]
 
     def gates(self) -> dict[str, Gate]:
@@ -103,13 +116,24 @@ class XiPolicy(BasePolicy):
         if not self.gated:
             return {}
         found: dict[str, Gate] = {}
-        for block in ("state", "state_action"):
+        for block in OFENET_BLOCKS:
             for i, layer in enumerate(getattr(self.ofenet, block).layers):
-                found[f"{block}.{i}"] = layer.gate
-        for name, trunk in (("actor", self.actor.trunk), ("critic1", self.critic1.trunk), ("critic2", self.critic2.trunk)):
-            for i, gate in enumerate(trunk.gates):
-                found[f"{name}.{i}"] = gate
+                found[group_name(block, i)] = layer.gate
+        for name in (ACTOR, *CRITICS):
+            for i, gate in enumerate(getattr(self, name).trunk.gates):
+                found[group_name(name, i)] = gate
         return found
+
+    @property
+    def gated(self) -> bool:
+        """Whether the hidden units carry gates: the config's ``gated``, the one place it is decided."""
+        return self.config.gated
+
+    @property
+    def has_ofenet(self) -> bool:
+        """Whether the model is composed with an OFENet (``ofenet_layers`` > 0, so an auxiliary head to train; a
+        pruned OFENet without DenseNet layers keeps its head)."""
+        return self.widths.aux_dim > 0
 
     def polyak_pairs(self) -> tuple[list[Tensor], list[Tensor]]:
         """``(targets, online)``: the target critics' tensors and the online ones they follow, in matching order
@@ -133,11 +157,11 @@ class XiPolicy(BasePolicy):
         return {"train": float(expected_params(structure, widths)),
                 "deploy": float(expected_params(structure, widths, deploy_only=True))}
 
-    def flops(self, batch_size: int, gate_every: int = 1) -> dict[str, int]:
+    def flops(self, batch_size: int, gate_every: int = 1, estimator: str = "curvature") -> dict[str, int]:
         """Matmul FLOPs per gradient update (at ``batch_size``, gate step every ``gate_every`` updates) and per
         environment step (the deployable policy)."""
         structure = self.structure()
-        return {"update": update_flops(structure, batch_size, self.gated, gate_every),
+        return {"update": update_flops(structure, batch_size, self.gated, gate_every, estimator),
                 "env_step": int(expected_flops(structure, {}, deploy_only=True))}
 
     # ----- modules by structural name (for the pruner) -------------------------------------------------------------
@@ -148,8 +172,8 @@ class XiPolicy(BasePolicy):
 
     def linears(self, layer: str) -> list[nn.Linear]:
         """The linear modules of a structural layer (a critic's layer and its target copy)."""
-        head, _, index = layer.partition(".")
-        if head in ("state", "state_action"):
+        head, index = parse_name(layer)
+        if head in OFENET_BLOCKS:
             return [getattr(self.ofenet, head).layers[int(index)].linear]
         if layer == "aux_head":
             return [self.ofenet.aux_head]
@@ -160,8 +184,8 @@ class XiPolicy(BasePolicy):
 
     def unit_modules(self, group: str) -> list[nn.Module]:
         """Modules that hold one entry per unit of a gated group: BN and gate (targets included)."""
-        head, _, index = group.partition(".")
-        if head in ("state", "state_action"):
+        head, index = parse_name(group)
+        if head in OFENET_BLOCKS:
             layer = getattr(self.ofenet, head).layers[int(index)]
             return [layer.bn] + ([layer.gate] if layer.gate is not None else [])
         return [m.trunk.gates[int(index)] for m in self._mlp_pair(head) if len(m.trunk.gates)]
@@ -188,15 +212,14 @@ class XiPolicy(BasePolicy):
 
     # ----- optimizers ----------------------------------------------------------------------------------------------
     def make_optimizers(self) -> None:
-        lr, hp = self.hparams["lr"], self.hparams
+        lr, cfg = self.learning_rate, self.config
         adam = FusedAdam  # one kernel per optimizer step, CPU and CUDA
-        ofenet_weights = weights_of(self.ofenet)
-        self.ofenet_optimizer = adam(ofenet_weights, lr=hp["ofenet_lr"]) if ofenet_weights else None
+        self.ofenet_optimizer = adam(weights_of(self.ofenet), lr=cfg.ofenet_lr) if self.has_ofenet else None
         self.actor_optimizer = adam(weights_of(self.actor), lr=lr)
         self.critic_optimizer = adam(weights_of(self.critic1) + weights_of(self.critic2), lr=lr)
         self.ent_coef_optimizer = adam([self.log_ent_coef], lr=lr)
         gate_params = [g.pi for g in self.gates().values()]
-        self.gate_optimizer = adam(gate_params, lr=hp["pi_lr"]) if gate_params else None
+        self.gate_optimizer = adam(gate_params, lr=cfg.pi_lr) if gate_params else None
 
     # ----- acting --------------------------------------------------------------------------------------------------
     def _predict(self, observation: Tensor, deterministic: bool = False) -> Tensor:
@@ -213,10 +236,6 @@ class XiPolicy(BasePolicy):
             return self.actor.deterministic(z_s)
         return self.actor.act(z_s)
 
-    def use_cuda_graphs(self, enabled: bool) -> None:
-        """Act through CUDA graphs (:class:`~xinet_rl.cuda_graph.GraphedAct`) when observations are on a GPU."""
-        self.graphed_act = GraphedAct(self, self._act) if enabled else None
-
     def forward(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         return self._predict(obs, deterministic)
 
@@ -228,5 +247,5 @@ class XiPolicy(BasePolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(widths=self.widths.to_dict(), gated=self.gated, pi_init=self.pi_init)
+        data.update(widths=self.widths.to_dict(), config=self.config)
         return data

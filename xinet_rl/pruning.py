@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from xinet_rl.structure import Structure, Widths
+from xinet_rl.structure import Structure, Widths, group_name, in_ofenet
 
 Slicer = Callable[[Tensor], Tensor]
 
@@ -34,7 +34,7 @@ def units_to_keep(gates: dict[str, nn.Module], patience: int, min_units: int) ->
     keep = {}
     for group, gate in gates.items():
         mask = gate.zero_checks < patience
-        floor = 0 if group.startswith("state") else min(min_units, mask.numel())
+        floor = 0 if in_ofenet(group) else min(min_units, mask.numel())
         if int(mask.sum()) < floor:
             score = gate.pi.detach() * (1 << 20) - gate.zero_checks.float()
             mask = mask.clone()
@@ -131,11 +131,11 @@ def _remap_optimizers(optimizers: list[torch.optim.Optimizer],
 
 def _new_widths(widths: Widths, keep: dict[str, Tensor]) -> Widths:
     def block(name: str, sizes: list[int]) -> list[int]:
-        kept = [int(keep[f"{name}.{i}"].sum()) for i in range(len(sizes))]
+        kept = [int(keep[group_name(name, i)].sum()) for i in range(len(sizes))]
         return [k for k in kept if k > 0]
 
     def mlp(name: str, sizes: list[int]) -> list[int]:
-        return [int(keep[f"{name}.{i}"].sum()) for i in range(len(sizes))]
+        return [int(keep[group_name(name, i)].sum()) for i in range(len(sizes))]
 
     return Widths(widths.obs_dim, widths.act_dim, widths.aux_dim, block("state", widths.state),
                   block("state_action", widths.state_action), mlp("actor", widths.actor),

@@ -14,7 +14,38 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 OBS, ACT = "obs", "act"
+STATE, STATE_ACTION, ACTOR = "state", "state_action", "actor"
 CRITICS = ("critic1", "critic2")
+OFENET_BLOCKS = (STATE, STATE_ACTION)
+DEPLOYED = (STATE, ACTOR)  # the networks of the deployable policy: OFENet's state block and the actor
+
+
+# ----- the group-name grammar: ``NETWORK.INDEX`` for a gated group, ``NETWORK.HEAD`` for an ungated head ----------------
+def group_name(network: str, index: int) -> str:
+    """The name of the units of a network's ``index``-th hidden layer: ``state.3``, ``actor.0``, ``critic2.1``."""
+    return f"{network}.{index}"
+
+
+def parse_name(name: str) -> tuple[str, str]:
+    """``(network, part)`` of a group or layer name: ``critic2.1`` -> ``("critic2", "1")``, ``actor.mu`` ->
+    ``("actor", "mu")``, ``aux_head`` -> ``("aux_head", "")``."""
+    network, _, part = name.partition(".")
+    return network, part
+
+
+def network_of(name: str) -> str:
+    """The network a group or layer belongs to (``state``, ``state_action``, ``actor``, ``critic1``, ``critic2``)."""
+    return parse_name(name)[0]
+
+
+def in_ofenet(name: str) -> bool:
+    """A group of one of OFENet's DenseNet blocks: such a layer may lose every unit (its block reads the others)."""
+    return network_of(name) in OFENET_BLOCKS
+
+
+def is_deployed(name: str) -> bool:
+    """A group of the deployable policy (OFENet's state block or the actor)."""
+    return network_of(name) in DEPLOYED
 
 
 @dataclass
@@ -84,26 +115,27 @@ class LayerSpec:
 
 @dataclass
 class Structure:
+    """Every group's width and every layer's inputs. ``version`` counts the prunings of the model it describes (the
+    policy sets it): caches of anything derived from a structure key on it."""
+
     groups: dict[str, int]  # group name -> current width
     layers: list[LayerSpec]
+    version: int = 0
 
     @property
     def gated_groups(self) -> list[str]:
         return [layer.out for layer in self.layers if layer.out is not None]
 
 
-def block_group(block: str, index: int) -> str:
-    return f"{block}.{index}"
-
-
-def build_structure(w: Widths) -> Structure:
+def build_structure(w: Widths, version: int = 0) -> Structure:
+    """The structure of a model of widths ``w`` (``version``: how often that model was pruned)."""
     groups: dict[str, int] = {OBS: w.obs_dim, ACT: w.act_dim}
     layers: list[LayerSpec] = []
 
     def dense_block(block: str, widths: list[int], head: tuple[str, ...], deploy: bool) -> tuple[str, ...]:
         inputs = head
         for i, width in enumerate(widths):
-            g = block_group(block, i)
+            g = group_name(block, i)
             groups[g] = width
             layers.append(LayerSpec(g, inputs, g, width, "ofenet", batchnorm=True, deploy=deploy))
             inputs = inputs + (g,)
@@ -111,19 +143,19 @@ def build_structure(w: Widths) -> Structure:
 
     def mlp(name: str, widths: list[int], inputs: tuple[str, ...], heads: dict[str, int], deploy: bool) -> None:
         for i, width in enumerate(widths):
-            g = block_group(name, i)
+            g = group_name(name, i)
             groups[g] = width
-            layers.append(LayerSpec(g, inputs, g, width, name if name == "actor" else "critic", deploy=deploy))
+            layers.append(LayerSpec(g, inputs, g, width, name if name == ACTOR else "critic", deploy=deploy))
             inputs = (g,)
         for head, dim in heads.items():
-            layers.append(LayerSpec(f"{name}.{head}", inputs, None, dim, name if name == "actor" else "critic",
+            layers.append(LayerSpec(f"{name}.{head}", inputs, None, dim, name if name == ACTOR else "critic",
                                     deploy=deploy))
 
-    z_s = dense_block("state", w.state, (OBS,), deploy=True)
-    z_sa = dense_block("state_action", w.state_action, z_s + (ACT,), deploy=False)
+    z_s = dense_block(STATE, w.state, (OBS,), deploy=True)
+    z_sa = dense_block(STATE_ACTION, w.state_action, z_s + (ACT,), deploy=False)
     if w.aux_dim > 0:
         layers.append(LayerSpec("aux_head", z_sa, None, w.aux_dim, "ofenet"))
-    mlp("actor", w.actor, z_s, {"mu": w.act_dim, "log_std": w.act_dim}, deploy=True)
+    mlp(ACTOR, w.actor, z_s, {"mu": w.act_dim, "log_std": w.act_dim}, deploy=True)
     for critic in CRITICS:
         mlp(critic, getattr(w, critic), z_sa, {"out": 1}, deploy=False)
-    return Structure(groups, layers)
+    return Structure(groups, layers, version)

@@ -30,5 +30,7 @@ class Faulty(gym.Env):
         return obs, float(-np.sum(self.state**2)), False, False, {}
 
 
+# NanObs fails at an episode's last step (700): its observation is the terminal one, which the vectorized env hands on
+# in ``infos`` while ``new_obs`` is the next episode's first (the guard must check both).
 gym.register("NanObs-v0", entry_point=Faulty, max_episode_steps=100, kwargs={"fail_at": 700, "mode": "nan_obs"})
 gym.register("Raises-v0", entry_point=Faulty, max_episode_steps=100, kwargs={"fail_at": 700, "mode": "raise"})

@@ -1,9 +1,11 @@
 """``XiSAC``: Soft Actor-Critic on gated OFENet features, with gates trained under the cost-aware regularizer.
 
 Built on stable-baselines3's off-policy base, so ``learn``, ``predict``, callbacks, VecEnv and ``evaluate_policy``
-behave as in SB3. The training step (:meth:`XiSAC.train`) reads top to bottom: OFENet auxiliary update, then the SAC
-update (critics, actor, temperature, targets), then one gate step with the cost and the projection, then the
-pruning check. Checkpoints (:meth:`XiSAC.save_checkpoint`) hold everything needed to continue a run exactly.
+behave as in SB3. This module is the glue and the schedule: :meth:`XiSAC.train` decides which update takes a gate step,
+runs OFENet's pre-training once, runs each update (eagerly or as a CUDA graph), guards against non-finite values and
+calls the pruner. The update's tensor work is :class:`~xinet_rl.update.GatedSACUpdate`; what goes into model files
+and checkpoints (:meth:`XiSAC.save_checkpoint`: everything needed to continue a run exactly) is
+:mod:`xinet_rl.agents.persistence`.
 """
 
 from __future__ import annotations
@@ -11,34 +13,31 @@ from __future__ import annotations
 import json
 import math
 import time
-import zipfile
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.type_aliases import GymEnv, ReplayBufferSamples
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
-from torch import Tensor
+from stable_baselines3.common.type_aliases import GymEnv
+from stable_baselines3.common.vec_env import VecEnv
 
+from xinet_rl.agents.persistence import (checkpoint_contents, model_path, read_model, restore_checkpoint,
+                                         same_but_float_dtype, space_from_json, space_to_json)
 from xinet_rl.budget import Budget, deploy_cost, fit_keep, guard_keep, resolve_budget
-from xinet_rl.checkpoint import (CheckpointError, env_state, read_checkpoint, rng_state, set_env_state, set_rng_state,
-                                 write_checkpoint)
+from xinet_rl.checkpoint import read_checkpoint, write_checkpoint
 from xinet_rl.config import AgentConfig, ConfigError, UnknownKeyError, agent_config, agent_kwargs
 from xinet_rl.cost import pretrain_flops, update_flops
-from xinet_rl.cuda_graph import GraphedUpdate
-from xinet_rl.gates import MaskRandomness, MaskTape, curvature_corrected, flip_difference, straight_through
+from xinet_rl.cuda_graph import GraphedAct, GraphedUpdate
 from xinet_rl.guards import TrainingError
-from xinet_rl.io import ModelFileError, _versions, read_model_file, write_model_file
+from xinet_rl.io import ModelFileError, _versions, write_model_file
 from xinet_rl.policy import XiPolicy
 from xinet_rl.pruning import prune, units_to_keep, update_counters
 from xinet_rl.replay import TensorReplayBuffer
-from xinet_rl.structure import Widths, build_structure
+from xinet_rl.structure import Widths, build_structure, in_ofenet, network_of
+from xinet_rl.update import LOSS_DESCRIPTIONS, GatedSACUpdate
 
 
 _NOT_GIVEN: Any = object()  # ``env`` left out: the short form ``XiSAC(env, ...)``
@@ -160,7 +159,7 @@ class XiSAC(OffPolicyAlgorithm):
         self._widths = widths
         self.prune_events: list[dict[str, Any]] = []
         self.train_flops = 0  # matmul FLOPs of every gradient update run so far (pre-training and gate steps included)
-        self._flops_per_update: tuple[int, int] | None = None  # (with gate step, without), for the current widths
+        self._flops_per_update: tuple[int, int, int] | None = None  # (structure version, with gate step, without)
         self.update_seconds: float | None = None
         self.graphed: GraphedUpdate | None = None  # made on the first CUDA update (see _graphed_update)
         self._pretrained = False  # host copy of "policy.pretrain_done reached ofenet_pretrain_steps" (set by train)
@@ -177,26 +176,20 @@ class XiSAC(OffPolicyAlgorithm):
         widths = self._widths or self.initial_widths()
         # a budget is a cost of the initial (unpruned) model: resolved from the config, whatever the current widths
         self.budget: Budget | None = check_budget(cfg, self.observation_space, self.action_space)
-        budget = None if self.budget is None else dict(kind=self.budget.kind, target=self.budget.target,
-                                                       lr=cfg.budget_lr, eps=cfg.prune_eps,
-                                                       state_target=self.budget.state_target)
-        self.policy_kwargs = dict(widths=widths.to_dict(), gated=cfg.gated, pi_init=cfg.pi_init, pi_lr=cfg.pi_lr,
-                                  ofenet_lr=cfg.ofenet_lr, prune_strength=cfg.prune_strength,
-                                  deploy_cost_mix=cfg.deploy_cost_mix, loss_scale_decay=cfg.loss_scale_decay,
-                                  ent_coef_init=cfg.ent_coef_init, budget=budget)
+        self.policy_kwargs = dict(widths=widths.to_dict(), config=cfg, budget=self.budget)
         super()._setup_model()
-        self.policy.use_cuda_graphs(self.device.type == "cuda" and cfg.cuda_graph)
-        self.target_entropy = -float(np.prod(self.action_space.shape))
+        # acting through CUDA graphs when observations are on a GPU: the policy is handed the graphed act function
+        graphs = self.device.type == "cuda" and cfg.cuda_graph
+        self.policy.graphed_act = GraphedAct(self.policy, self.policy._act) if graphs else None
         seed = 0 if self.seed is None else int(self.seed) + 7919
-        self.gate_rng = torch.Generator(device=self.device)  # estimator draws (probes, flips)
-        self.gate_rng.manual_seed(seed)
-        # masks: numpy's PCG64 on the CPU (less than half the time of torch's CPU rand), torch's on an accelerator
-        self.mask_rng: MaskRandomness = np.random.PCG64(seed) if self.device.type == "cpu" else self.gate_rng
+        self.updater = GatedSACUpdate(self.policy, cfg, seed, self.device)
+        self.updater.replay_buffer = self.replay_buffer  # and again by each train call (SB3 may replace it)
 
     # ----- training ------------------------------------------------------------------------------------------------
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         cfg = self.config
         self.policy.set_training_mode(True)
+        self.updater.replay_buffer, self.updater.vec_normalize_env = self.replay_buffer, self._vec_normalize_env
         if not self._pretrained:  # once, before any SAC update (one host read of the counter, then a host flag)
             self._pretrain(batch_size)
         values = None
@@ -205,7 +198,7 @@ class XiSAC(OffPolicyAlgorithm):
             graphed = self._graphed_update(batch_size)
             if graphed is None:
                 started = time.perf_counter()
-                losses = self._update(batch_size, gate_step)
+                losses = self.updater.step(batch_size, gate_step)
                 values = self._check_finite(dict(zip(losses, torch.stack(list(losses.values())).tolist())))
                 self._note_update_time(time.perf_counter() - started)
             else:
@@ -223,37 +216,26 @@ class XiSAC(OffPolicyAlgorithm):
     def _pretrain(self, batch_size: int) -> None:
         """OFENet's pre-training updates (auxiliary step and, gated, its gate step) still due, graphed on a GPU."""
         p, cfg = self.policy, self.config
-        due = cfg.ofenet_pretrain_steps - int(p.pretrain_done) if p.ofenet_optimizer is not None else 0
+        due = cfg.ofenet_pretrain_steps - int(p.pretrain_done) if p.has_ofenet else 0
         graphed = self._graphed_update(batch_size) if due > 0 else None
         hook = self.pretrain_hook
         for done in range(1, max(due, 0) + 1):
             if graphed is None:
-                self._pretrain_update(batch_size)
+                self.updater.pretrain_step(batch_size)
             else:
                 graphed.step("pretrain")
             if hook is not None:
                 hook(done, due)
         if due > 0:
-            self.train_flops += due * pretrain_flops(p.structure(), batch_size, cfg.gated)
+            self.train_flops += due * pretrain_flops(p.structure(), batch_size, cfg.gated, cfg.gate_estimator)
             if p.budget is not None:  # the state block's multiplier is done; the budget's starts at prune_strength
                 p.regularizer.log_strength.fill_(math.log(cfg.prune_strength))
         if graphed is not None:  # the losses of all of them are checked once, at the end
             values, went_bad, _ = graphed.read()
             if "aux_loss" in went_bad or not math.isfinite(values["aux_loss"]):
-                raise TrainingError(f"non-finite {_LOSS_NAMES['aux_loss']} in OFENet's pre-training (its last "
+                raise TrainingError(f"non-finite {LOSS_DESCRIPTIONS['aux_loss']} in OFENet's pre-training (its last "
                                     f"{due} updates)")
         self._pretrained = True
-
-    def _pretrain_update(self, batch_size: int, rows: Tensor | None = None) -> dict[str, Tensor]:
-        """One pre-training update, tensor work only (a CUDA graph can hold it): the auxiliary step on the minibatch
-        of ``rows`` (or one sampled here) with the OFENet gate step, and the counter. Returns the losses in the order
-        of :data:`~xinet_rl.cuda_graph.LOSS_NAMES` (the SAC ones zero)."""
-        data = None if rows is None else self.replay_buffer.gather(rows[0])
-        aux_loss = self._ofenet_update(batch_size, update_gates=self.config.gated, data=data)
-        self.policy.pretrain_done += 1
-        zero = torch.zeros((), device=self.device)
-        return {"aux_loss": aux_loss, "critic_loss": zero, "actor_loss": zero, "ent_coef_loss": zero,
-                "ent_coef": zero}
 
     pretrain_hook: Callable[[int, int], None] | None = None
     """Where set, called as ``hook(done, due)`` after each of the ``due`` pre-training updates of OFENet (the progress
@@ -283,103 +265,8 @@ class XiSAC(OffPolicyAlgorithm):
         if self.device.type != "cuda" or not self.config.cuda_graph or self._vec_normalize_env is not None:
             return None
         if self.graphed is None or self.graphed.batch_size != batch_size:
-            self.graphed = GraphedUpdate(self, batch_size)
+            self.graphed = GraphedUpdate(self.updater, batch_size)
         return self.graphed
-
-    def _update(self, batch_size: int, gate_step: bool, rows: Tensor | None = None) -> dict[str, Tensor]:
-        """One gradient update, tensor work only (no host read, so a CUDA graph can hold it): OFENet auxiliary step,
-        SAC step, and with ``gate_step`` the joint gate step. Returns the losses, in the order of
-        :data:`xinet_rl.cuda_graph.LOSS_NAMES`.
-
-        ``rows`` holds the storage rows of the auxiliary and SAC minibatches (:meth:`TensorReplayBuffer.draw_rows`),
-        given by a CUDA graph; without it both are sampled here, in the same order."""
-        p = self.policy
-        has_ofenet = p.ofenet_optimizer is not None
-        if rows is None:
-            batches = [self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-                       for _ in range(2 if has_ofenet else 1)]
-        else:
-            batches = [self.replay_buffer.gather(r) for r in rows]
-        pi_grads: dict[str, Tensor] | None = {} if gate_step else None
-        aux_loss = (self._ofenet_update(batch_size, update_gates=False, pi_grads=pi_grads, data=batches[0])
-                    if has_ofenet else torch.zeros((), device=self.device))
-        losses = self._sac_update(batch_size, pi_grads, data=batches[-1])
-        if pi_grads is not None:  # gates: loss part / s_k plus α ∂C/∂π, one projected Adam step (and the budget's)
-            self._gate_step(pi_grads, adapt_strength=True)
-        return {"aux_loss": aux_loss, **losses}
-
-    def _sac_update(self, batch_size: int, pi_grads: dict[str, Tensor] | None,
-                    data: ReplayBufferSamples | None = None) -> dict[str, Tensor]:
-        """Critic, actor, temperature and target updates on one minibatch (``data``, or one sampled here). OFENet is
-        only read (mean mode, BN on running statistics); with ``pi_grads`` the actor's and critics' gate gradients
-        are collected into it."""
-        p = self.policy
-        gate_step = pi_grads is not None
-        if data is None:
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-        ent_coef = p.log_ent_coef.detach().exp()
-
-        # Features in mean mode with BN on running statistics; RL losses never step OFENet. Observations and next
-        # observations go through OFENet as one batch (row-wise the same computation, half the operator calls).
-        with torch.no_grad():
-            both_z_s = p.ofenet.z_s(torch.cat([data.observations, data.next_observations]))
-            z_s, next_z_s = both_z_s[:batch_size], both_z_s[batch_size:]
-            next_action, next_log_prob, _ = p.actor.sample(next_z_s)
-            both_z_sa = p.ofenet.z_sa(both_z_s, torch.cat([data.actions, next_action]))
-            z_sa, next_z_sa = both_z_sa[:batch_size], both_z_sa[batch_size:]
-            next_q = torch.min(p.critic1_target(next_z_sa), p.critic2_target(next_z_sa))
-            target_q = data.rewards.flatten() + (1 - data.dones.flatten()) * self.gamma * (
-                next_q - ent_coef * next_log_prob)
-
-        # Critics: each on its own sampled masks (both critics' masks drawn in one call).
-        tapes = self._tapes(batch_size, "critic1", "critic2", gate_step=gate_step)
-        q1, q2 = p.critic1(z_sa, tapes[0]), p.critic2(z_sa, tapes[1])
-        critic_loss = 0.5 * (F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q))
-        n1 = len(tapes[0].masks)
-        masks = tapes[0].masks + tapes[1].masks if gate_step else []
-        weight_grads, mask_grads = self._grads(p.critic_optimizer, critic_loss, masks, keep_graph=gate_step)
-        if gate_step:  # 0.5·mean_b (q_b − y_b)²: B·∂²L/∂q_b² = 1 for each critic; one curvature pass for both
-            grads = self._loss_pi_grads(masks, mask_grads, torch.stack([q1, q2], -1), gn_coef=1.0, probe=False)
-            scale = p.loss_scales["critic"].update(critic_loss)
-            self._collect(pi_grads, ("critic1",), grads[:n1], scale)
-            self._collect(pi_grads, ("critic2",), grads[n1:], scale)
-        self._apply(p.critic_optimizer, weight_grads)
-
-        # Actor: sampled actor masks, critics and OFENet in mean mode; gradient reaches the action through z_sa.
-        (tape,) = self._tapes(batch_size, "actor", gate_step=gate_step)
-        action, log_prob, noise = p.actor.sample(z_s, tape)
-
-        def per_sample_actor_loss(masks: list[Tensor] | None, a: Tensor = action, lp: Tensor = log_prob) -> Tensor:
-            if masks is not None:
-                a, lp, _ = p.actor.sample(z_s, MaskTape(replay=masks), noise)
-            z = p.ofenet.z_sa(z_s, a)
-            return ent_coef * lp - torch.min(p.critic1(z), p.critic2(z))
-
-        actor_losses = per_sample_actor_loss(None)
-        actor_loss = actor_losses.mean()
-        weight_grads, mask_grads = self._grads(p.actor_optimizer, actor_loss, tape.masks if gate_step else [],
-                                               keep_graph=False)
-        if gate_step:
-            if self.config.gate_estimator == "curvature":
-                grads = flip_difference(tape.masks, mask_grads, actor_losses, per_sample_actor_loss, self.gate_rng)
-            else:
-                grads = straight_through(tape.masks, mask_grads)
-            # The actor loss has an arbitrary offset (−Q): its scale is the spread of the per-sample losses.
-            self._collect(pi_grads, ("actor",), grads, p.loss_scales["actor"].update(actor_losses.detach().std()))
-        self._apply(p.actor_optimizer, weight_grads)
-
-        # Entropy temperature: loss −log α · mean(log π + H̄), whose gradient is −mean(log π + H̄).
-        entropy_gap = (log_prob.detach() + self.target_entropy).mean()
-        ent_loss = -p.log_ent_coef.detach() * entropy_gap
-        p.log_ent_coef.grad = -entropy_gap.reshape(p.log_ent_coef.shape)
-        p.ent_coef_optimizer.step()
-
-        # Targets: Polyak copies of critic weights and gate parameters.
-        with torch.no_grad():
-            target, online = p.polyak_pairs()
-            torch._foreach_lerp_(target, online, self.tau)  # SB3's polyak_update in one pass over the tensors
-        return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
-                "ent_coef_loss": ent_loss.detach(), "ent_coef": ent_coef}
 
     def _check_finite(self, values: dict[str, float], went_bad: list[str] | None = None) -> dict[str, float]:
         """Stop with a diagnosis on a non-finite loss (or one in ``went_bad``: non-finite at some update since the
@@ -387,7 +274,7 @@ class XiSAC(OffPolicyAlgorithm):
         bad = [name for name, value in values.items() if not math.isfinite(value) or name in (went_bad or [])]
         if bad:
             since = "" if went_bad is None else f", or at an update since update {self._n_updates - self.check_every}"
-            raise TrainingError(f"non-finite {', '.join(_LOSS_NAMES.get(name, name) for name in bad)} at step "
+            raise TrainingError(f"non-finite {', '.join(LOSS_DESCRIPTIONS.get(name, name) for name in bad)} at step "
                                 f"{self.num_timesteps} (gradient update {self._n_updates}{since})")
         if self.config.gated and self._n_updates % self.check_every == 0:
             for group, gate in self.policy.gates().items():
@@ -419,16 +306,18 @@ class XiSAC(OffPolicyAlgorithm):
 
     def flops(self) -> dict[str, int]:
         """Matmul FLOPs per gradient update (averaged over the gate-step schedule) and per environment step."""
-        return self.policy.flops(self.batch_size, self.config.pi_update_every)
+        return self.policy.flops(self.batch_size, self.config.pi_update_every, self.config.gate_estimator)
 
     def _update_flops(self, batch_size: int) -> tuple[int, int]:
-        """Matmul FLOPs of one update with and without the gate step at the current widths (recomputed after a
-        pruning event)."""
-        if self._flops_per_update is None:
-            structure = self.policy.structure()
-            self._flops_per_update = (update_flops(structure, batch_size, self.config.gated),
+        """Matmul FLOPs of one update with and without the gate step at the current widths (recomputed when the
+        structure's version changes: a pruning event)."""
+        structure = self.policy.structure()
+        if self._flops_per_update is None or self._flops_per_update[0] != structure.version:
+            self._flops_per_update = (structure.version,
+                                      update_flops(structure, batch_size, self.config.gated,
+                                                   estimator=self.config.gate_estimator),
                                       update_flops(structure, batch_size, gated=False))
-        return self._flops_per_update
+        return self._flops_per_update[1], self._flops_per_update[2]
 
     def prune_check(self) -> dict[str, int]:
         """One pruning check: count checks at 0, remove units due, and record the event (TensorBoard and
@@ -441,7 +330,6 @@ class XiSAC(OffPolicyAlgorithm):
             keep = guard_keep(keep, gates, p.structure(), p.budget.kind, float(p.budget.target))
         removed = prune(p, keep)
         if removed:
-            self._flops_per_update = None
             self._record_prune_event(removed)
         return removed
 
@@ -455,13 +343,12 @@ class XiSAC(OffPolicyAlgorithm):
         keep = {g: gate.pi.detach() > cfg.prune_eps for g, gate in p.gates().items()}
         for group, mask in keep.items():  # an MLP layer keeps min_units units, as the pruner does
             floor = min(cfg.min_units, mask.numel())
-            if not group.startswith("state") and int(mask.sum()) < floor:
+            if not in_ofenet(group) and int(mask.sum()) < floor:
                 mask[torch.topk(p.gates()[group].pi.detach(), floor).indices] = True
         if p.budget is not None:
             keep = fit_keep(keep, p.gates(), p.structure(), p.budget.kind, float(p.budget.target), cfg.min_units)
         removed = prune(p, keep)
         if removed:
-            self._flops_per_update = None
             self._record_prune_event(removed)
         return removed
 
@@ -500,115 +387,6 @@ class XiSAC(OffPolicyAlgorithm):
             for i in range(logged[network]):
                 self.logger.record(f"widths/{network}/{i}", widths[i] if i < len(widths) else 0)
 
-    def _ofenet_update(self, batch_size: int, update_gates: bool, pi_grads: dict[str, Tensor] | None = None,
-                       data: ReplayBufferSamples | None = None) -> Tensor:
-        """One auxiliary (next-observation MSE) step on OFENet weights, BN on batch statistics, on ``data`` (or a
-        minibatch sampled here).
-
-        With ``update_gates`` the gate step is taken here (pre-training); with ``pi_grads`` the OFENet part of the gate
-        gradient is collected for the joint gate step.
-        """
-        p = self.policy
-        if data is None:
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-        target = data.next_observations[:, : p.widths.aux_dim]
-        want_gates = self.config.gated and (update_gates or pi_grads is not None)
-        (tape,) = self._tapes(batch_size, "state", "state_action", joint=True, gate_step=want_gates)
-        with p.ofenet.aux_mode():
-            _, _, prediction = p.ofenet(data.observations, data.actions, tape)
-            loss = F.mse_loss(prediction, target)
-            masks = tape.masks if want_gates else []
-            weight_grads, mask_grads = self._grads(p.ofenet_optimizer, loss, masks, keep_graph=want_gates)
-            if want_gates:  # mean over B·D squared errors: B·∂²L/∂f_bk² = 2/D
-                grads = self._loss_pi_grads(masks, mask_grads, prediction, gn_coef=2.0 / prediction.shape[-1])
-        self._apply(p.ofenet_optimizer, weight_grads)
-        if want_gates:
-            collected = {} if pi_grads is None else pi_grads
-            scale = p.loss_scales["ofenet"].update(loss)
-            self._collect(collected, ("state", "state_action"), grads, scale)
-            if update_gates:
-                self._gate_step(collected)
-        return loss.detach()
-
-    # ----- mechanics -----------------------------------------------------------------------------------------------
-    @staticmethod
-    def _grads(optimizer: torch.optim.Optimizer, loss: Tensor, masks: list[Tensor], keep_graph: bool
-               ) -> tuple[list[Tensor], list[Tensor]]:
-        """Gradients of ``loss`` for the optimizer's weights and for the masks, in one backward pass."""
-        params = [q for group in optimizer.param_groups for q in group["params"]]
-        grads = torch.autograd.grad(loss, params + list(masks), retain_graph=keep_graph)
-        return list(grads[: len(params)]), list(grads[len(params):])
-
-    @staticmethod
-    def _apply(optimizer: torch.optim.Optimizer, grads: list[Tensor]) -> None:
-        """Step the weights (after any estimator pass that still needs the forward graph)."""
-        params = [q for group in optimizer.param_groups for q in group["params"]]
-        for param, grad in zip(params, grads):
-            param.grad = grad
-        optimizer.step()
-
-    def _loss_pi_grads(self, masks: list[Tensor], mask_grads: list[Tensor], outputs: Tensor, gn_coef: float,
-                       probe: bool = True) -> list[Tensor]:
-        """The loss part of the ``π`` gradient for a squared-error loss on ``outputs`` (see :mod:`xinet_rl.gates`)."""
-        if self.config.gate_estimator == "straight_through":
-            return straight_through(masks, mask_grads)
-        return curvature_corrected(masks, mask_grads, outputs, gn_coef, self.gate_rng, probe=probe)
-
-    def _tapes(self, batch: int, *networks: str, joint: bool = False, gate_step: bool = True) -> list[MaskTape]:
-        """Sample-mode tapes for the given networks, every mask drawn in one Bernoulli call; ``joint`` gives one tape
-        for all of them (OFENet's two blocks). Masks record gradients only for a gate step. An ungated model gets
-        empty tapes."""
-        if not self.policy.gated:  # nothing to draw
-            return [MaskTape(replay=[]) for _ in range(1 if joint else len(networks))]
-        gates = self.policy.gates()
-        groups = [self._groups((n,)) for n in networks]
-        tape = MaskTape.draw_all([gates[g].pi for gs in groups for g in gs], batch, self.mask_rng,
-                                 requires_grad=gate_step)
-        return [tape] if joint else tape.split([len(gs) for gs in groups])
-
-    def _groups(self, prefixes: tuple[str, ...]) -> list[str]:
-        return [g for g in self.policy.gates() if g.split(".")[0] in prefixes]
-
-    def _collect(self, pi_grads: dict[str, Tensor], prefixes: tuple[str, ...], grads: list[Tensor],
-                 scale: Tensor) -> None:
-        """File the loss part of each group's ``π`` gradient, divided by the network's loss scale ``s_k``."""
-        groups = self._groups(prefixes)
-        if groups:
-            pi_grads.update(zip(groups, torch._foreach_div(grads, scale)))
-
-    def _gate_step(self, loss_grads: dict[str, Tensor], adapt_strength: bool = False) -> None:
-        """One projected Adam step on every ``π`` that has a loss gradient: loss part plus ``α ∂C/∂π``. A
-        budget's controller then takes its step on ``α``: with ``adapt_strength`` (the SAC phase's gate steps, where
-        every gate moves) toward the budget, without (OFENet's pre-training, where only OFENet's gates move) toward the
-        state block's share of it."""
-        p = self.policy
-        gates = p.gates()
-        costs = p.regularizer.unit_costs(p.structure(), {g: gate.pi for g, gate in gates.items()})
-        groups = [g for g in gates if g in loss_grads]
-        for group in gates:
-            gates[group].pi.grad = None
-        if not groups:
-            return
-        budget = p.budget
-        if budget is not None and not adapt_strength:  # pre-training's multiplier prices the state block only: the
-            # state-action block is not deployed, and at the state block's price it lost 215 of 240 units (HalfCheetah)
-            relief = (math.log(self.config.prune_strength) - p.regularizer.log_strength).exp()
-            costs = {g: (cost if g.startswith("state.") else cost * relief) for g, cost in costs.items()}
-        before = [gate.pi.detach().clone() for gate in gates.values()] if budget is not None else []
-        for group, grad in zip(groups, torch._foreach_add([loss_grads[g] for g in groups], [costs[g] for g in groups])):
-            gates[group].pi.grad = grad
-        p.gate_optimizer.step()
-        with torch.no_grad():  # projection onto [0, 1]
-            pis = [gate.pi for gate in gates.values()]
-            torch._foreach_clamp_min_(pis, 0.0)
-            torch._foreach_clamp_max_(pis, 1.0)
-        if budget is not None:  # the budget's floor, then the controller's step on α (pre-training: the state block's)
-            structure, state_only = p.structure(), not adapt_strength
-            target = budget.state_target if state_only else budget.target
-            budget.floor(structure, gates, before, state_only, target)
-            budget.step(p.regularizer.log_strength, budget.on_cost(structure, gates, state_only, free=True),
-                        budget.expected_cost(structure, gates, state_only), target)
-
     def dump_logs(self) -> None:
         """SB3's console/TensorBoard dump, plus the gates: sum of ``π`` per network, expected parameter count and a
         histogram of ``π`` per layer."""
@@ -616,7 +394,7 @@ class XiSAC(OffPolicyAlgorithm):
         if p.gated:
             sums: dict[str, float] = {}
             for group, gate in p.gates().items():
-                network = group.split(".")[0]
+                network = network_of(group)
                 sums[network] = sums.get(network, 0.0) + float(gate.pi.detach().sum())
                 self.logger.record(f"gates/pi/{group}", gate.pi.detach().cpu().clone(),
                                    exclude=("stdout", "log", "json", "csv"))
@@ -647,8 +425,8 @@ class XiSAC(OffPolicyAlgorithm):
     def metadata(self) -> dict[str, Any]:
         return {"algorithm": "XiSAC", "env_id": self.env_id, "config": agent_kwargs(self.config),
                 "widths": self.policy.widths.to_dict(),
-                "observation_space": _space_to_json(self.observation_space),
-                "action_space": _space_to_json(self.action_space), "num_timesteps": int(self.num_timesteps),
+                "observation_space": space_to_json(self.observation_space),
+                "action_space": space_to_json(self.action_space), "num_timesteps": int(self.num_timesteps),
                 "n_updates": int(self._n_updates), "train_flops": int(self.train_flops)}
 
     @classmethod
@@ -663,7 +441,7 @@ class XiSAC(OffPolicyAlgorithm):
         to replace here; ``print_system_info`` prints the versions the file was written with and the current ones;
         ``force_reset`` as in SB3's ``set_env``."""
         path = model_path(path)
-        state, meta = _read_model(path)
+        state, meta = read_model(path)
         if print_system_info:
             print(f"== saved with ==\n{json.dumps(meta.get('versions', {}), indent=1)}\n== current ==\n"
                   f"{json.dumps(_versions(), indent=1)}")
@@ -680,8 +458,8 @@ class XiSAC(OffPolicyAlgorithm):
         try:
             config = AgentConfig(**meta["config"])
             widths = Widths.from_dict(meta["widths"])
-            obs_space = _space_from_json(meta["observation_space"])
-            act_space = _space_from_json(meta["action_space"])
+            obs_space = space_from_json(meta["observation_space"])
+            act_space = space_from_json(meta["action_space"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: not an XiSAC model file (metadata: {exc})") from None
         model = cls(env=None, config=config, device=device, widths=widths, _init_setup_model=False,
@@ -689,7 +467,7 @@ class XiSAC(OffPolicyAlgorithm):
         model.observation_space, model.action_space = obs_space, act_space
         if env is not None:
             env = model._wrap_env(maybe_make_env(env, model.verbose), model.verbose)
-            if _same_but_float_dtype(env.observation_space, obs_space):  # float64 gym.make env, float32 model
+            if same_but_float_dtype(env.observation_space, obs_space):  # float64 gym.make env, float32 model
                 model.observation_space = env.observation_space
         model.n_envs = 1 if env is None else env.num_envs
         model._setup_model()
@@ -729,7 +507,7 @@ class XiSAC(OffPolicyAlgorithm):
                 raise ValueError(f"the parameters do not fit this model ({str(exc).splitlines()[0][:200]})") from None
         else:
             path = model_path(load_path_or_dict)
-            state, _ = _read_model(path)
+            state, _ = read_model(path)
             try:
                 self.policy.load_state_dict(state, strict=exact_match)
             except RuntimeError as exc:
@@ -738,53 +516,11 @@ class XiSAC(OffPolicyAlgorithm):
         self.graphed = None  # captured CUDA graphs hold the old optimizer state tensors: capture again
 
     # ----- checkpoints ---------------------------------------------------------------------------------------------
-    def _named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        p = self.policy
-        named = {"ofenet": p.ofenet_optimizer, "actor": p.actor_optimizer, "critic": p.critic_optimizer,
-                 "ent_coef": p.ent_coef_optimizer, "gate": p.gate_optimizer}
-        return {name: optimizer for name, optimizer in named.items() if optimizer is not None}
-
-    def _checkpoint_env(self) -> Any:
-        """The one environment whose state a checkpoint holds. Exact resume is guaranteed for one environment in a
-        ``DummyVecEnv`` (what a plain gymnasium environment is wrapped in) and nothing else: the states of several
-        environments, of environments in other processes and of VecEnv wrappers (``VecNormalize``'s statistics)
-        are not saved, so checkpoints of those are refused (:class:`CheckpointError`)."""
-        env = self.env
-        if not isinstance(env, DummyVecEnv) or env.num_envs != 1:
-            what = "no environment" if env is None else (
-                f"{env.num_envs} environments" if env.num_envs != 1 else f"a {type(env).__name__}")
-            raise CheckpointError(f"checkpoints (exact resume) need one environment in a DummyVecEnv, this model has "
-                                  f"{what}: save() keeps the weights")
-        return env.envs[0]
-
     def save_checkpoint(self, run_dir: str | Path, keep: int, extra: dict[str, Any] | None = None) -> Path:
         """Everything needed to continue this run exactly: model, optimizers, replay buffer, counters, every RNG and
-        the environment's state. Call it between environment steps (after the update of the last step)."""
-        tensors = {f"policy.{k}": v for k, v in self.policy.state_dict().items()}
-        optimizers = {}
-        for name, optimizer in self._named_optimizers().items():
-            state = optimizer.state_dict()
-            optimizers[name] = {"param_groups": state["param_groups"],
-                                "state": {str(i): sorted(entry) for i, entry in state["state"].items()}}
-            for i, entry in state["state"].items():
-                for key, value in entry.items():
-                    tensors[f"optim.{name}.{i}.{key}"] = torch.as_tensor(value)
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.gates"] = self.gate_rng.get_state()
-        buffer = self.replay_buffer
-        # with optimize_memory_usage the row at ``pos`` already holds the last next observation
-        size = buffer.buffer_size if buffer.full else min(buffer.pos + int(buffer.optimize_memory_usage),
-                                                          buffer.buffer_size)
-        replay = {k: getattr(buffer, k)[:size] for k in buffer.stored_fields()}
-        env_meta, env_arrays = env_state(self._checkpoint_env())
-        env_arrays["last_obs"] = np.asarray(self._last_obs)
-        env_arrays["last_episode_starts"] = np.asarray(self._last_episode_starts)
-        meta = {**self.metadata(), "optimizers": optimizers, "rng": rng_state(),
-                "action_space_rng": self.action_space.np_random.bit_generator.state, "env": env_meta,
-                "mask_rng": self.mask_rng.state if isinstance(self.mask_rng, np.random.BitGenerator) else None,
-                "replay": {"pos": int(buffer.pos), "full": bool(buffer.full)},
-                "episode_num": int(self._episode_num), "ep_info_buffer": list(self.ep_info_buffer or []),
-                "prune_events": self.prune_events, "update_seconds": self.update_seconds, **(extra or {})}
+        the environment's state (:func:`~xinet_rl.agents.persistence.checkpoint_contents`). Call it between
+        environment steps (after the update of the last step)."""
+        tensors, replay, env_arrays, meta = checkpoint_contents(self, self.metadata(), extra)
         return write_checkpoint(Path(run_dir), int(self.num_timesteps), tensors, replay, env_arrays, meta, keep)
 
     @classmethod
@@ -793,92 +529,8 @@ class XiSAC(OffPolicyAlgorithm):
         """Rebuild a run from a checkpoint directory; returns the model and the checkpoint's metadata."""
         tensors, replay, env_arrays, meta = read_checkpoint(Path(path))
         model = cls._from_metadata(meta, path, env, device, **kwargs)
-        train_env = model._checkpoint_env()
-        try:
-            model.policy.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("policy.")})
-            for name, optimizer in model._named_optimizers().items():
-                saved = meta["optimizers"][name]
-                state = {int(i): {key: tensors[f"optim.{name}.{i}.{key}"] for key in keys}
-                         for i, keys in saved["state"].items()}
-                optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-            torch.set_rng_state(tensors["rng.torch"])
-            model.gate_rng.set_state(tensors["rng.gates"])
-            if isinstance(model.mask_rng, np.random.BitGenerator) and meta.get("mask_rng") is not None:
-                model.mask_rng.state = meta["mask_rng"]
-            set_rng_state(meta["rng"])
-            model.action_space.np_random.bit_generator.state = meta["action_space_rng"]
-            buffer = model.replay_buffer
-            for key in buffer.stored_fields():
-                replay.read_into(key, getattr(buffer, key))
-            buffer.storage_changed()
-            buffer.pos, buffer.full = int(meta["replay"]["pos"]), bool(meta["replay"]["full"])
-            set_env_state(train_env, meta["env"], env_arrays)
-            model._last_obs = env_arrays["last_obs"]
-            model._last_episode_starts = env_arrays["last_episode_starts"]
-            model._episode_num = int(meta["episode_num"])
-            model.ep_info_buffer = deque(meta["ep_info_buffer"], maxlen=model._stats_window_size)
-            model.ep_success_buffer = deque(maxlen=model._stats_window_size)
-            model.prune_events = list(meta["prune_events"])
-            model.update_seconds = meta["update_seconds"]
-        except (KeyError, TypeError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
-            raise CheckpointError(f"{path}: does not match its model ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:120]})") from None
+        restore_checkpoint(model, path, tensors, replay, env_arrays, meta)
         return model, meta
 
 
-_LOSS_NAMES = {"aux_loss": "OFENet auxiliary loss", "critic_loss": "critic loss", "actor_loss": "actor loss",
-               "ent_coef_loss": "entropy temperature loss", "ent_coef": "entropy temperature"}
-
-
-def model_path(path: str | Path, for_writing: bool = False) -> Path:
-    """A model file's path with stable-baselines3's habits. Writing: a path without a suffix gets ``.zip``, as SB3's
-    ``save`` does (``best_model`` -> ``best_model.zip``); any suffix is kept. Reading: the path itself, else a run
-    directory's ``model.safetensors``, else the path with ``.zip`` added, else (a ``.zip`` path) without it; none of
-    them there: the path as given (and the reader reports it missing)."""
-    path = Path(path)
-    if not path.name:
-        return path
-    if for_writing:
-        return path if path.suffix else path.with_name(path.name + ".zip")
-    if path.is_file():
-        return path
-    candidates = [path / "model.safetensors", path.with_name(path.name + ".zip")]
-    if path.suffix == ".zip":
-        candidates.append(path.with_suffix(""))
-    return next((c for c in candidates if c.is_file()), path)
-
-
-def _read_model(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """:func:`~xinet_rl.io.read_model_file`, naming a zip archive (stable-baselines3's own format) for what it is."""
-    try:
-        with open(path, "rb") as handle:
-            zipped = handle.read(4) == b"PK\x03\x04"
-    except OSError:
-        zipped = False  # the reader reports it
-    if zipped:
-        raise ModelFileError(f"{path}: a zip archive (a stable-baselines3 model?), not an XiSAC model file: XiSAC "
-                             f"saves safetensors whatever the suffix, and never unpickles")
-    return read_model_file(path)
-
-
-def _same_but_float_dtype(a: spaces.Space, b: spaces.Space) -> bool:
-    """Two Box spaces that differ at most in their float dtype (and the rounding of their bounds to it)."""
-    return (isinstance(a, spaces.Box) and isinstance(b, spaces.Box) and a.shape == b.shape and a.dtype != b.dtype
-            and np.issubdtype(a.dtype, np.floating) and np.issubdtype(b.dtype, np.floating)
-            and np.allclose(a.low.astype(np.float64), b.low.astype(np.float64), rtol=1e-6)
-            and np.allclose(a.high.astype(np.float64), b.high.astype(np.float64), rtol=1e-6))
-
-
-def _space_to_json(space: spaces.Box) -> dict[str, Any]:
-    return {"low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape),
-            "dtype": str(space.dtype)}
-
-
-def _space_from_json(data: dict[str, Any]) -> spaces.Box:
-    dtype = np.dtype(data["dtype"])
-    low = np.asarray(data["low"], dtype=dtype).reshape(data["shape"])
-    high = np.asarray(data["high"], dtype=dtype).reshape(data["shape"])
-    return spaces.Box(low=low, high=high, dtype=dtype)
-
-
-__all__ = ["XiSAC", "check_budget", "initial_widths", "model_path"]
+__all__ = ["XiSAC", "check_budget", "initial_widths", "model_path"]  # model_path: where it was

@@ -1,4 +1,7 @@
-"""What every command shares: user errors become one line on stderr and exit code 2."""
+"""What every command shares: user errors become one line on stderr and exit code 2.
+
+:class:`~xinet_rl.run.errors.UsageError` and :func:`~xinet_rl.run.device.resolve_device` live in the run layer, which
+raises and uses them without importing the command lines; they are imported here for the commands."""
 
 from __future__ import annotations
 
@@ -9,20 +12,19 @@ import warnings
 from importlib import metadata
 from typing import Any, Callable, NoReturn
 
-import torch
-
 from xinet_rl.config import ConfigError
 from xinet_rl.envs.make import EnvError
 from xinet_rl.guards import TrainingError
 from xinet_rl.io import ModelFileError
 from xinet_rl.memory import keep_freed_memory
 from xinet_rl.report.runs import RunError
+from xinet_rl.run.device import resolve_device
+from xinet_rl.run.errors import UsageError
+
+__all__ = ["USER_ERRORS", "HelpFormatter", "Parser", "UsageError", "fail", "filter_known_noise", "int_at_least",
+           "package_version", "plain", "resolve_device", "run_main"]
 
 USER_ERRORS = (ConfigError, EnvError, ModelFileError, RunError)
-
-
-class UsageError(ValueError):
-    """A bad command line (user mistake: exit code 2)."""
 
 
 def fail(prog: str, message: str, code: int = 2) -> NoReturn:
@@ -44,7 +46,7 @@ def package_version() -> str:
     try:
         return metadata.version("xinet-rl")
     except metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        from xinet_rl import __version__
+        from xinet_rl.version import __version__
 
         return __version__
 
@@ -61,15 +63,6 @@ def run_main(prog: str, body: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         fail(prog, "interrupted", 130)
     raise SystemExit(code or 0)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``, ``cpu`` or ``cuda``; asking for CUDA on a machine without it is a user error (exit 2)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was requested but no CUDA device is available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

@@ -1,16 +1,17 @@
-"""``xinet-export``: the deployable policy (pruned state block + actor, deterministic action) as a standalone file."""
+"""``xinet-export``: the deployable policy (pruned state block + actor, deterministic action) as a standalone file.
+
+This module parses the command line and prints; the work is :mod:`xinet_rl.run.export`'s.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from xinet_rl.agents.xisac import XiSAC
-from xinet_rl.cli.common import Parser, UsageError, run_main
-from xinet_rl.cli.evaluate import resolve_model_path
-from xinet_rl.export import FORMATS, TOLERANCE, export_policy
+from xinet_rl.cli.common import Parser, run_main
+from xinet_rl.export import FORMATS, TOLERANCE
+from xinet_rl.run.export import export_saved
 
 PROG = "xinet-export"
-SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
 def build_parser() -> Parser:
@@ -27,15 +28,10 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> None:
     def body() -> int:
         args = build_parser().parse_args(argv)
-        model_path = resolve_model_path(Path(args.path))
-        out = Path(args.out) if args.out else model_path.parent / f"policy{SUFFIX[args.format]}"
-        if out.is_dir():
-            raise UsageError(f"--out {out} is a directory; give a file name")
-        model = XiSAC.load(model_path, device="cpu")
-        diff = export_policy(model, args.format, out)
-        print(f"{PROG}: wrote {out} ({args.format}, input 'obs' [batch, {model.observation_space.shape[0]}], output "
-              f"'action' [batch, {model.action_space.shape[0]}]); max |exported - PyTorch| on 256 random "
-              f"observations: {diff:.2e} (limit {TOLERANCE:g})")
+        result = export_saved(Path(args.path), args.format, args.out)
+        print(f"{PROG}: wrote {result.out} ({args.format}, input 'obs' [batch, {result.obs_dim}], output "
+              f"'action' [batch, {result.action_dim}]); max |exported - PyTorch| on 256 random "
+              f"observations: {result.max_diff:.2e} (limit {TOLERANCE:g})")
         return 0
 
     run_main(PROG, body)
