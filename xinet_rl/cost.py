@@ -156,10 +156,10 @@ class CostRegularizer(nn.Module):
             maps = [marginal_cost_map(structure, names, deploy_only=d) for d in (False, True)]
             offsets = np.stack([a for a, _ in maps]) * weights[:, None]
             matrix = np.stack([m for _, m in maps]) * weights[:, None, None]
-            self._map_cache = (key, structure, torch.tensor(offsets, dtype=torch.float64, device=device),
+            self._map_cache = (key, torch.tensor(offsets, dtype=torch.float64, device=device),
                                torch.tensor(matrix, dtype=torch.float64, device=device))
             cached = self._map_cache
-        return cached[2], cached[3]
+        return cached[1], cached[2]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         self.__dict__.pop("_map_cache", None)  # C_0 may change
