@@ -26,6 +26,7 @@ from xinet_rl import XiSAC
 from xinet_rl.envs import make_env
 torch.set_num_threads(1)
 variant = {variant!r}
+# pi_lr: gate_lr's former name, which every commit reads
 schedule = (dict(prune_strength=3.0, prune_start=10, prune_interval=10, prune_patience=1, pi_lr=0.05)
             if variant == "pruning" else dict(prune_start=10**9))
 model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", learning_starts=1000, ofenet_pretrain_steps=50,
@@ -38,7 +39,8 @@ def recording(gradient_steps, batch_size=256):  # one update per call (train_fre
     losses.append([float(values[k]) for k in sorted(values) if k.startswith("train/") and k != "train/n_updates"])
 model.train = recording
 model.learn(1000 + {updates})
-weights = {{k: v.detach().flatten().tolist() for k, v in model.policy.state_dict().items() if v.is_floating_point()}}
+weights = {{(k[:-3] + ".keep_prob" if k.endswith(".pi") else k): v.detach().flatten().tolist()  # the gates' old name
+           for k, v in model.policy.state_dict().items() if v.is_floating_point()}}
 print(json.dumps({{"losses": losses, "weights": weights, "widths": model.policy.widths.networks(),
                   "events": len(model.prune_events)}}))
 """

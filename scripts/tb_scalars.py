@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 
 def main() -> None:
-    run_dir, prefixes = sys.argv[1], sys.argv[2:] or ["eval/mean_reward", "gates/sum_pi/", "params/expected_"]
+    run_dir, prefixes = sys.argv[1], sys.argv[2:] or ["eval/mean_reward", "gates/sum_keep_prob/", "params/expected_"]
     acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
     acc.Reload()
     tags = [t for t in acc.Tags()["scalars"] if any(t.startswith(p) for p in prefixes)]

@@ -3,7 +3,7 @@ the widths of its ``prune`` rows.
 
 For runs made before the counter existed (their ``summary.json`` lacks the key). Exact, not an estimate: a run's
 structure changes only at pruning events, whose rows carry the widths and the step; update ``k`` (0-based) runs the
-gate step when ``k % pi_update_every == 0`` and happens at environment step ``learning_starts + k + 1``. A run made
+gate step when ``k % gate_update_every == 0`` and happens at environment step ``learning_starts + k + 1``. A run made
 with the counter gives the same figure (the script prints both when the summary has one).
 
 Usage: python scripts/train_flops.py RUN_DIR [RUN_DIR ...] [--write]   (--write adds the key to summary.json)
@@ -41,7 +41,7 @@ def train_flops_total(run_dir: Path) -> int:
     obs_dim, act_dim = int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
     aux_dim = (config["aux_target_dim"] or obs_dim) if config["ofenet_layers"] > 0 else 0
     base = Widths(obs_dim, act_dim, aux_dim)
-    batch, every, gated = config["batch_size"], config["pi_update_every"], config["gated"]
+    batch, every, gated = config["batch_size"], config["gate_update_every"], config["gated"]
     n_updates = max(0, summary["total_steps"] - config["learning_starts"])
     with (run_dir / "evaluations.csv").open(newline="") as handle:
         events = [(int(r["step"]) - config["learning_starts"], json.loads(r["widths"]))

@@ -9,10 +9,10 @@ from stable_baselines3.common.monitor import Monitor
 
 from xinet_rl import XiSAC
 from xinet_rl.envs import make_env
-from xinet_rl.io import FORMAT, ModelFileError
+from xinet_rl.io import FORMAT, ModelFileError, write_model_file
 
 SMALL = dict(ofenet_layers=2, ofenet_units=8, actor_widths=[32, 32], critic_widths=[32, 32], learning_starts=200,
-             ofenet_pretrain_steps=20, batch_size=64, buffer_size=2000, pi_init=0.9)
+             ofenet_pretrain_steps=20, batch_size=64, buffer_size=2000, gate_init=0.9)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def _ofenet_state(model):
 def test_rl_update_leaves_ofenet_untouched(trained):
     before = _ofenet_state(trained)
     actor_before = [p.clone() for p in trained.policy.actor.parameters()]
-    trained.updater.sac_step(64, pi_grads={})
+    trained.updater.sac_step(64, keep_prob_grads={})
     after = _ofenet_state(trained)
     for key in before:  # weights, π and BN running statistics alike
         assert torch.equal(before[key], after[key]), key
@@ -42,7 +42,7 @@ def test_aux_update_steps_weights_and_bn_statistics(trained):
     after = _ofenet_state(trained)
     assert not torch.equal(before["state.layers.0.bn.running_mean"], after["state.layers.0.bn.running_mean"])
     assert not torch.equal(before["state.layers.0.linear.weight"], after["state.layers.0.linear.weight"])
-    assert torch.equal(before["state.layers.0.gate.pi"], after["state.layers.0.gate.pi"])
+    assert torch.equal(before["state.layers.0.gate.keep_prob"], after["state.layers.0.gate.keep_prob"])
     assert not trained.policy.ofenet.training  # back on running statistics
 
 
@@ -54,16 +54,16 @@ def test_acting_does_not_touch_bn_statistics(trained):
     assert all(torch.equal(v, _ofenet_state(trained)[k]) for k, v in before.items())
 
 
-def test_gate_step_keeps_pi_in_unit_interval_and_moves_it(trained):
-    pis = {g: gate.pi.detach().clone() for g, gate in trained.policy.gates().items()}
+def test_gate_step_keeps_keep_prob_in_unit_interval_and_moves_it(trained):
+    keep_probs = {g: gate.keep_prob.detach().clone() for g, gate in trained.policy.gates().items()}
     grads = {}
-    trained.updater.ofenet_step(64, update_gates=False, pi_grads=grads)
-    trained.updater.sac_step(64, pi_grads=grads)
-    assert set(grads) == set(pis)
+    trained.updater.ofenet_step(64, update_gates=False, keep_prob_grads=grads)
+    trained.updater.sac_step(64, keep_prob_grads=grads)
+    assert set(grads) == set(keep_probs)
     trained.updater.apply_gate_step(grads)
     for g, gate in trained.policy.gates().items():
-        assert gate.pi.min() >= 0 and gate.pi.max() <= 1
-        assert not torch.equal(gate.pi.detach(), pis[g]), g
+        assert gate.keep_prob.min() >= 0 and gate.keep_prob.max() <= 1
+        assert not torch.equal(gate.keep_prob.detach(), keep_probs[g]), g
 
 
 def test_save_load_round_trip_predicts_identically(trained, tmp_path):
@@ -112,6 +112,25 @@ def check_safetensors_file(path, state_dict):
     assert metadata["format"] == FORMAT and json.loads(metadata["meta"])["algorithm"] == "XiSAC"
 
 
+def test_model_file_with_the_former_gate_names_loads_as_the_same_model(trained, tmp_path):
+    """Files written before the rename call the keep probabilities ``pi`` and the gate keys ``pi_lr``, ``pi_init`` and
+    ``pi_update_every``: they load as the model they hold."""
+    former = {"gate_lr": "pi_lr", "gate_init": "pi_init", "gate_update_every": "pi_update_every"}
+    state = {(k[:-len("keep_prob")] + "pi" if k.endswith(".keep_prob") else k): v
+             for k, v in trained.policy.state_dict().items()}
+    meta = trained.metadata()
+    meta["config"] = {former.get(k, k): v for k, v in meta["config"].items()}
+    gates = trained.policy.gates()
+    target_copies = sum(g.startswith("critic") for g in gates)
+    assert sum(k.endswith(".pi") for k in state) == len(gates) + target_copies and "pi_lr" in meta["config"]
+    write_model_file(tmp_path / "former.safetensors", state, meta)
+    loaded = XiSAC.load(tmp_path / "former.safetensors", device="cpu")
+    assert loaded.config == trained.config
+    assert loaded.policy.state_dict().keys() == trained.policy.state_dict().keys()
+    for key, value in trained.policy.state_dict().items():
+        assert torch.equal(value, loaded.policy.state_dict()[key]), key
+
+
 def test_loaded_model_continues_training(trained, tmp_path):
     path = tmp_path / "model.safetensors"
     trained.save(path)
@@ -143,22 +162,22 @@ def test_evaluate_policy_and_eval_callback(trained, tmp_path):
 def test_ungated_variant_has_no_gates():
     model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", gated=False, **SMALL)
     assert model.policy.gates() == {} and model.policy.gate_optimizer is None
-    assert not any(name.endswith(".pi") for name, _ in model.policy.named_parameters())
+    assert not any(name.endswith(".keep_prob") for name, _ in model.policy.named_parameters())
     model.learn(250)
     assert model.num_timesteps == 250
 
 
-def test_gate_step_every_k_updates_moves_pi_only_on_those_updates():
-    """``pi_update_every=3``: π moves on updates 0, 3, 6, ... only; the weights move on every update (their gradient
+def test_gate_step_every_k_updates_moves_keep_prob_only_on_those_updates():
+    """``gate_update_every=3``: π moves on updates 0, 3, 6, ... only; the weights move on every update (their gradient
     goes through the sampled masks, which then record no gradient of their own)."""
-    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", **{**SMALL, "pi_update_every": 3})
+    model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", **{**SMALL, "gate_update_every": 3})
     model.learn(SMALL["learning_starts"])  # random steps, OFENet pre-training
     for _ in range(6):
-        pis = torch.cat([g.pi.detach().clone() for g in model.policy.gates().values()])
+        keep_probs = torch.cat([g.keep_prob.detach().clone() for g in model.policy.gates().values()])
         actor_weight = model.policy.actor.mu.weight.detach().clone()
         gate_update = model._n_updates % 3 == 0
         model.train(1, SMALL["batch_size"])
-        moved = not torch.equal(torch.cat([g.pi.detach() for g in model.policy.gates().values()]), pis)
+        moved = not torch.equal(torch.cat([g.keep_prob.detach() for g in model.policy.gates().values()]), keep_probs)
         assert moved == gate_update
         assert not torch.equal(model.policy.actor.mu.weight.detach(), actor_weight)
 

@@ -46,7 +46,7 @@ def _train_to_budget(cost_of, budget, seed=0):
     weights = list(net.linears.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(weights, lr=3e-3)
     gate = net.gates[0]
-    gate_opt = torch.optim.Adam([gate.pi], lr=1e-2)
+    gate_opt = torch.optim.Adam([gate.keep_prob], lr=1e-2)
     scale = LossScale(0.99)
     controller = BudgetController("params", float(budget), lr=0.01)
     log_strength = torch.tensor(math.log(0.01), dtype=torch.float64)  # far too weak for the budget at the start
@@ -54,7 +54,7 @@ def _train_to_budget(cost_of, budget, seed=0):
     costs = []
 
     def on_cost(above=0.0):
-        return torch.tensor(float(cost_of(int((gate.pi > above).sum()))), dtype=torch.float64)
+        return torch.tensor(float(cost_of(int((gate.keep_prob > above).sum()))), dtype=torch.float64)
 
     for _ in range(STEPS):
         x = torch.randn(256, D)
@@ -63,14 +63,14 @@ def _train_to_budget(cost_of, budget, seed=0):
         out = head(net(x, tape)).squeeze(-1)
         loss = F.mse_loss(out, y)
         grads = torch.autograd.grad(loss, weights + tape.masks, retain_graph=True)
-        pi_grad = curvature_corrected(tape.masks, grads[len(weights):], out, gn_coef=2.0)[0]
-        gate.pi.grad = pi_grad / scale.update(loss) + float(log_strength.exp()) * unit_cost
-        before = gate.pi.detach().clone()
+        keep_prob_grad = curvature_corrected(tape.masks, grads[len(weights):], out, gn_coef=2.0)[0]
+        gate.keep_prob.grad = keep_prob_grad / scale.update(loss) + float(log_strength.exp()) * unit_cost
+        before = gate.keep_prob.detach().clone()
         gate_opt.step()
         gate.project_()
-        controller.hold([gate.pi.data], [before], on_cost(), [torch.tensor(float(cost_of(1) - cost_of(0)))])
+        controller.hold([gate.keep_prob.data], [before], on_cost(), [torch.tensor(float(cost_of(1) - cost_of(0)))])
         cost_on = on_cost()
-        expected = cost_of(float(gate.pi.detach().sum()))
+        expected = cost_of(float(gate.keep_prob.detach().sum()))
         controller.step(log_strength, on_cost(HOLD), torch.tensor(float(expected), dtype=torch.float64))
         costs.append(float(cost_on))
         for p, g in zip(weights, grads):
@@ -194,7 +194,7 @@ def test_the_end_of_a_budgeted_run_removes_the_fewest_lowest_units_that_fit_the_
     gates = {g: Gate(w) for g, w in structure.groups.items() if g in structure.gated_groups}
     keep = {g: torch.ones(gate.units, dtype=torch.bool) for g, gate in gates.items()}
     with torch.no_grad():
-        gates["actor.0"].pi.copy_(torch.linspace(1.0, 0.05, gates["actor.0"].units))
+        gates["actor.0"].keep_prob.copy_(torch.linspace(1.0, 0.05, gates["actor.0"].units))
     full = float(deploy_cost(structure, {}, "params"))
     assert fit_keep(keep, gates, structure, "params", full)["actor.0"].all()  # fits already: nothing removed
     fitted = fit_keep(keep, gates, structure, "params", full - 45)  # two actor units (30 each) take it under
@@ -207,8 +207,8 @@ def test_unit_costs_are_the_exact_cost_of_one_more_unit():
     gates = {g: Gate(w) for g, w in structure.groups.items() if g in structure.gated_groups}
     with torch.no_grad():
         for gate in gates.values():
-            gate.pi[: gate.units // 2] = 0.0
-    widths = {g: int((gate.pi > 0).sum()) for g, gate in gates.items()}
+            gate.keep_prob[: gate.units // 2] = 0.0
+    widths = {g: int((gate.keep_prob > 0).sum()) for g, gate in gates.items()}
     for kind, state_only in [("params", False), ("flops", False), ("params", True)]:
         controller = BudgetController(kind, 100.0, lr=0.1)
         for group, unit_cost in zip(gates, controller.unit_costs(structure, gates, state_only)):
@@ -221,7 +221,7 @@ def test_unit_costs_are_the_exact_cost_of_one_more_unit():
 # ----- the agent ---------------------------------------------------------------------------------------------------
 TINY = dict(learning_starts=100, ofenet_pretrain_steps=20, batch_size=32, ofenet_units=4, ofenet_layers=2,
             actor_widths=[32, 32], critic_widths=[16, 16], prune_start=100, prune_interval=50, budget_lr=0.05,
-            pi_lr=0.02, pi_update_every=1)
+            gate_lr=0.02, gate_update_every=1)
 
 
 @pytest.mark.slow
@@ -254,8 +254,9 @@ def test_pre_training_prices_the_state_block_at_its_multiplier_and_the_state_act
     gates = p.gates()
     ofenet = [g for g in gates if g.startswith("state")]
     assert any(g.startswith("state.") for g in ofenet) and any(g.startswith("state_action.") for g in ofenet)
-    at_50 = p.regularizer.unit_costs(p.structure(), {g: gate.pi for g, gate in gates.items()})
-    model.updater.apply_gate_step({g: torch.zeros_like(gates[g].pi) for g in ofenet}, adapt_strength=False)
+    at_50 = p.regularizer.unit_costs(p.structure(), {g: gate.keep_prob for g, gate in gates.items()})
+    model.updater.apply_gate_step({g: torch.zeros_like(gates[g].keep_prob) for g in ofenet}, adapt_strength=False)
     for group in ofenet:
         price = at_50[group] * (1.0 if group.startswith("state.") else 0.1 / 50.0)
-        torch.testing.assert_close(gates[group].pi.grad, price.to(gates[group].pi.dtype).expand_as(gates[group].pi))
+        keep_prob = gates[group].keep_prob
+        torch.testing.assert_close(keep_prob.grad, price.to(keep_prob.dtype).expand_as(keep_prob))

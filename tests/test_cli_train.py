@@ -127,10 +127,10 @@ def test_tensorboard_events_hold_training_and_gate_logs(run):
     scalars = set(tags["scalars"])
     for tag in ["eval/mean_reward", "eval/train_flops_total", "train/critic_loss", "train/actor_loss",
                 "train/aux_loss", "train/ent_coef",
-                "gates/sum_pi/actor", "params/expected_train"]:
+                "gates/sum_keep_prob/actor", "params/expected_train"]:
         assert tag in scalars, f"scalar {tag} missing; have {sorted(scalars)}"
-    histograms = [t for t in tags["histograms"] if t.startswith("gates/pi/")]
-    assert histograms, f"no gates/pi/ histogram; have {sorted(tags['histograms'])}"
+    histograms = [t for t in tags["histograms"] if t.startswith("gates/keep_prob/")]
+    assert histograms, f"no gates/keep_prob/ histogram; have {sorted(tags['histograms'])}"
     # eval/mean_reward is logged at each periodic evaluation, at the step it ran, and at the final one
     assert [e.step for e in acc.Scalars("eval/mean_reward")] == [*range(EVAL_FREQ, TOTAL_STEPS + 1, EVAL_FREQ),
                                                                  TOTAL_STEPS]
@@ -229,6 +229,14 @@ def test_model_loads_and_predicts(run):
     np.testing.assert_array_equal(action, again)
 
 
+def test_former_key_names_are_read_as_the_current_ones(tmp_path):
+    from xinet_rl.config import resolve_config
+
+    (tmp_path / "old.yaml").write_text("pi_init: 0.9\n")
+    config = resolve_config(ENV_ID, str(tmp_path / "old.yaml"), ["pi_lr=0.01", "pi_update_every=2"])
+    assert (config.gate_init, config.gate_lr, config.gate_update_every) == (0.9, 0.01, 2)
+
+
 # ----- bad input -------------------------------------------------------------------------------------------------------
 def _write(path: Path, text: str) -> str:
     path.write_text(text)
@@ -248,8 +256,10 @@ BAD_INPUT = [
                  ["batch_size", "negative", "-5"], id="negative-batch-size"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "width_scale=0"],
                  ["width_scale", "positive", "0"], id="zero-width-scale"),
-    pytest.param(lambda d: ["--env", ENV_ID, "--set", "pi_lr=abc"],
-                 ["pi_lr", "number", "abc"], id="non-numeric-pi-lr"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "gate_lr=abc"],
+                 ["gate_lr", "number", "abc"], id="non-numeric-gate-lr"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--variant", "sac", "--set", "ofenet_layers=4"],
+                 ["variant 'sac'", "ofenet_layers", "contradicts", "--set"], id="set-against-variant"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set"],
                  ["--set", "expected at least one argument"], id="set-without-pairs"),
     pytest.param(lambda d: ["--env", "HalfCheetah-v3"],

@@ -14,7 +14,8 @@ TINY = ["--total-steps", "500", "--set", "learning_starts=250", "--set", "ofenet
         "--set", "batch_size=32", "--set", "buffer_size=1000", "--set", "eval_freq=250", "--set", "eval_episodes=1",
         "--set", "ofenet_layers=2", "--set", "ofenet_units=8", "--set", "actor_widths=[32,32]",
         "--set", "critic_widths=[32,32]", "--set", "prune_start=50", "--set", "prune_interval=50",
-        "--set", "prune_patience=1", "--set", "prune_strength=1.0", "--set", "pi_lr=0.05", "--set", "pi_update_every=1"]
+        "--set", "prune_patience=1", "--set", "prune_strength=1.0", "--set", "gate_lr=0.05",
+        "--set", "gate_update_every=1"]
 
 
 def compare(*args, cwd=None):
@@ -149,6 +150,26 @@ def test_a_budget_grid_is_the_gated_agents(tmp_path):
     fixed = plan_runs("HalfCheetah-v4", ["xinet", "unpruned"], grid_points([]), 1, out,
                       overrides=["target_deploy_params=0.1"])
     assert [s["overrides"] for s in fixed] == [["target_deploy_params=0.1", "variant=xinet"], ["variant=unpruned"]]
+
+
+def test_a_variant_composition_wins_over_the_comparisons_keys(tmp_path):
+    """``--set``/``--grid`` keys apply to every variant except where its composition sets them (``sac``: no OFENet,
+    no gates), so ``--set ofenet_layers=2`` shrinks OFENet for the OFENet variants and the plain SAC run stays one per
+    seed; a single ``xinet-train`` run that contradicts its variant is a user error instead."""
+    from xinet_rl.config import ConfigError, resolve_config
+    from xinet_rl.run.compare import plan_runs
+    from xinet_rl.run.grid import grid_points, parse_grids
+
+    grids = parse_grids(["ofenet_layers=2,4"], ["gated=true"], None, "HalfCheetah-v4")
+    specs = plan_runs("HalfCheetah-v4", ["xinet", "sac"], grid_points(grids), 1, tmp_path, overrides=["gated=true"])
+    assert [os.path.basename(s["run_dir"]) for s in specs] == [
+        "xinet_ofenet_layers-2_s0", "xinet_ofenet_layers-4_s0", "sac_s0"]
+    for spec in specs:
+        config = resolve_config("HalfCheetah-v4", None, spec["overrides"])
+        assert (config.gated, config.ofenet_layers) == ((True, spec["grid"]["ofenet_layers"])
+                                                        if spec["variant"] == "xinet" else (False, 0))
+    with pytest.raises(ConfigError, match="variant 'unpruned' sets config key 'gated' to False"):
+        resolve_config("HalfCheetah-v4", None, ["variant=unpruned", "gated=true"])
 
 
 @pytest.mark.parametrize("args,message", [

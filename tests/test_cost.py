@@ -81,9 +81,9 @@ def test_gradient_equals_marginal_counts():
     masks = random_masks(HALF_CHEETAH, rng, 0.6)
     structure = build_structure(HALF_CHEETAH)
     train0 = float(expected_params(structure, {}))
-    regularizer = CostRegularizer(alpha=1.0, beta=0.0, train0=train0, deploy0=1.0)
-    pis = {g: torch.tensor(m, dtype=torch.float64) for g, m in masks.items()}
-    grads = regularizer.pi_grads(structure, pis)
+    regularizer = CostRegularizer(strength=1.0, deploy_mix=0.0, train0=train0, deploy0=1.0)
+    keep_probs = {g: torch.tensor(m, dtype=torch.float64) for g, m in masks.items()}
+    grads = regularizer.keep_prob_grads(structure, keep_probs)
     picker = random.Random(0)
     for group in ("state.0", "state.5", "state_action.1", "state_action.7", "actor.0", "actor.1", "critic1.0",
                   "critic2.1"):
@@ -101,13 +101,13 @@ def test_deploy_mix_weights_the_deployable_cost():
     structure = build_structure(HALF_CHEETAH)
     train0 = float(expected_params(structure, {}))
     deploy0 = float(expected_params(structure, {}, deploy_only=True))
-    pis = {g: torch.ones(structure.groups[g]) for g in structure.gated_groups}
-    only_deploy = CostRegularizer(1.0, 1.0, train0, deploy0).pi_grads(structure, pis)
+    keep_probs = {g: torch.ones(structure.groups[g]) for g in structure.gated_groups}
+    only_deploy = CostRegularizer(1.0, 1.0, train0, deploy0).keep_prob_grads(structure, keep_probs)
     assert only_deploy["critic1.0"].abs().max() == 0  # critics are not part of the deployable policy
     assert only_deploy["state_action.0"].abs().max() == 0
     assert only_deploy["actor.0"].min() > 0 and only_deploy["state.0"].min() > 0
     # A state-block unit feeds every later layer and both heads: its marginal cost is many times its fan-in.
-    full = CostRegularizer(1.0, 0.0, train0, deploy0).pi_grads(structure, pis)
+    full = CostRegularizer(1.0, 0.0, train0, deploy0).keep_prob_grads(structure, keep_probs)
     fan_in_cost = (17 + 2) / train0
     assert full["state.0"][0].item() > 20 * fan_in_cost
 
@@ -128,7 +128,7 @@ def test_update_flops_equal_what_autograd_computes(gated, variant):
 
     model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", ofenet_units=6,
                   actor_widths=[20, 12], critic_widths=[16, 10], learning_starts=200, ofenet_pretrain_steps=2,
-                  batch_size=32, buffer_size=1000, pi_update_every=3, gated=gated, prune_start=10**9,
+                  batch_size=32, buffer_size=1000, gate_update_every=3, gated=gated, prune_start=10**9,
                   **{"ofenet_layers": 3, **variant})
     model.learn(201)
     if gated:
@@ -161,13 +161,13 @@ def test_train_flops_count_every_update_run():
 
     model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", ofenet_layers=3, ofenet_units=6,
                   actor_widths=[20, 12], critic_widths=[16, 10], learning_starts=200, ofenet_pretrain_steps=4,
-                  batch_size=32, buffer_size=1000, pi_update_every=3, pi_lr=1e-12, prune_start=2,
+                  batch_size=32, buffer_size=1000, gate_update_every=3, gate_lr=1e-12, prune_start=2,
                   prune_interval=2, prune_patience=1, prune_eps=1e-6)
     model.learn(200)  # random steps only: nothing trained yet
     assert model.train_flops == 0
     with torch.no_grad():
-        model.policy.gates()["state.1"].pi.zero_()  # a whole DenseNet layer is removed at update 2
-        model.policy.gates()["critic1.0"].pi[:5] = 0.0
+        model.policy.gates()["state.1"].keep_prob.zero_()  # a whole DenseNet layer is removed at update 2
+        model.policy.gates()["critic1.0"].keep_prob[:5] = 0.0
     counter = FlopCounterMode(display=False)
     with counter:
         model.train(7, 32)

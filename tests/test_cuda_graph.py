@@ -13,7 +13,7 @@ from xinet_rl.envs import make_env
 from xinet_rl.guards import TrainingError
 
 SMALL = dict(ofenet_layers=2, ofenet_units=8, actor_widths=[32, 32], critic_widths=[32, 32], learning_starts=200,
-             ofenet_pretrain_steps=5, batch_size=32, buffer_size=2000, pi_init=0.9, prune_start=10**9)
+             ofenet_pretrain_steps=5, batch_size=32, buffer_size=2000, gate_init=0.9, prune_start=10**9)
 
 
 def _model(**overrides) -> XiSAC:
@@ -146,7 +146,7 @@ def test_graphed_updates_are_read_and_timed_every_check_every():
     model._n_updates = 0
     model.update_seconds = None
     for _ in range(250):
-        gate_step = model._n_updates % model.config.pi_update_every == 0
+        gate_step = model._n_updates % model.config.gate_update_every == 0
         model._graphed_step(fake, gate_step)
         model._n_updates += 1
     assert len(fake.reads) == 3  # updates 0, 100 and 200

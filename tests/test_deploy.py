@@ -35,11 +35,11 @@ def make_policy(gated: bool = True, seed: int = 0) -> XiPolicy:
             layer.bn.weight.uniform_(0.5, 1.5, generator=rng)
             layer.bn.bias.normal_(0.0, 0.5, generator=rng)
         for group, gate in policy.gates().items():
-            gate.pi.uniform_(0.2, 1.0, generator=rng)
-            gate.pi[torch.rand(gate.units, generator=rng) < 0.2] = 1.0
-            gate.pi[torch.rand(gate.units, generator=rng) < 0.33] = 0.0
+            gate.keep_prob.uniform_(0.2, 1.0, generator=rng)
+            gate.keep_prob[torch.rand(gate.units, generator=rng) < 0.2] = 1.0
+            gate.keep_prob[torch.rand(gate.units, generator=rng) < 0.33] = 0.0
             if group == "state.1":
-                gate.pi.zero_()
+                gate.keep_prob.zero_()
     return policy
 
 
@@ -52,7 +52,7 @@ def unfolded(policy: XiPolicy, obs: torch.Tensor) -> torch.Tensor:
 
 
 def live_widths(policy: XiPolicy) -> dict[str, int]:
-    return {g: int((gate.pi > 0).sum()) for g, gate in policy.gates().items()}
+    return {g: int((gate.keep_prob > 0).sum()) for g, gate in policy.gates().items()}
 
 
 def folded_param_count(policy: XiPolicy, widths: dict[str, int]) -> int:
@@ -71,8 +71,9 @@ def observations(n: int = 512) -> torch.Tensor:
 
 def test_folded_equals_unfolded_with_fractional_and_zero_gates():
     policy = make_policy()
-    pis = torch.cat([g.pi.detach() for g in policy.gates().values()])
-    assert bool(((pis > 0) & (pis < 1)).any()) and bool((pis == 0).any()) and bool((pis == 1).any())
+    keep_probs = torch.cat([g.keep_prob.detach() for g in policy.gates().values()])
+    assert bool(((keep_probs > 0) & (keep_probs < 1)).any())
+    assert bool((keep_probs == 0).any()) and bool((keep_probs == 1).any())
     bn = policy.ofenet.state.layers[0].bn
     assert bn.running_mean.abs().max() > 0.3 and (bn.running_var - 1).abs().max() > 0.3
     deploy = DeployPolicy(policy)
@@ -100,7 +101,7 @@ def test_folded_module_is_a_plain_densenet_of_the_live_widths():
 
 def test_folded_pruned_and_ungated_policies():
     policy = make_policy()
-    prune(policy, {g: gate.pi.detach() > 0 for g, gate in policy.gates().items()})
+    prune(policy, {g: gate.keep_prob.detach() > 0 for g, gate in policy.gates().items()})
     assert len(policy.ofenet.state.layers) == 3  # state.1 was removed with all its units
     deploy = DeployPolicy(policy)
     obs = observations()
@@ -126,7 +127,7 @@ def test_folded_policy_is_a_snapshot():
     with torch.no_grad():
         before = deploy(obs)
         for gate in policy.gates().values():
-            gate.pi.fill_(1.0)
+            gate.keep_prob.fill_(1.0)
         policy.ofenet.state.layers[0].bn.running_mean.add_(1.0)
         assert torch.equal(deploy(obs), before)
 

@@ -20,7 +20,8 @@ TINY = ["--total-steps", "600", "--set", "learning_starts=300", "--set", "ofenet
         "--set", "batch_size=32", "--set", "buffer_size=1000", "--set", "eval_freq=600", "--set", "eval_episodes=1",
         "--set", "ofenet_layers=3", "--set", "ofenet_units=8", "--set", "actor_widths=[32,32]",
         "--set", "critic_widths=[32,32]", "--set", "prune_start=50", "--set", "prune_interval=50",
-        "--set", "prune_patience=1", "--set", "prune_strength=1.0", "--set", "pi_lr=0.05", "--set", "pi_update_every=1",
+        "--set", "prune_patience=1", "--set", "prune_strength=1.0", "--set", "gate_lr=0.05",
+        "--set", "gate_update_every=1",
         "--no-progress"]
 
 
@@ -99,7 +100,7 @@ def test_small_variant_builds_the_final_widths_and_unpruned_has_no_gates(pruned_
     proc = cli("train", "--env", "HalfCheetah-v4", *TINY, "--variant", "unpruned", "--out", unpruned)
     assert proc.returncode == 0, proc.stderr[-1500:]
     model = XiSAC.load(unpruned / "model.safetensors")
-    assert model.policy.gates() == {} and not any(n.endswith(".pi") for n in model.policy.state_dict())
+    assert model.policy.gates() == {} and not any(n.endswith(".keep_prob") for n in model.policy.state_dict())
     assert json.loads((unpruned / "summary.json").read_text())["widths_final"]["ofenet_state"] == [8, 8, 8]
 
 

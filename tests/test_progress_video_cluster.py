@@ -27,7 +27,7 @@ LEARNING_STARTS, PRETRAIN, TOTAL, EVAL_FREQ = 30, 20, 90, 50
 SMALL = {"learning_starts": LEARNING_STARTS, "ofenet_pretrain_steps": PRETRAIN, "batch_size": 16, "buffer_size": 500,
          "eval_freq": EVAL_FREQ, "eval_episodes": 1, "ofenet_layers": 2, "ofenet_units": 4,
          "actor_widths": "[16,16]", "critic_widths": "[16,16]", "prune_start": 5, "prune_interval": 5,
-         "prune_patience": 1, "prune_strength": 1.0, "pi_lr": 0.05, "pi_update_every": 1, "checkpoint_freq": 0}
+         "prune_patience": 1, "prune_strength": 1.0, "gate_lr": 0.05, "gate_update_every": 1, "checkpoint_freq": 0}
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ def make_policy(seed=0) -> XiPolicy:
             policy.ofenet(torch.randn(64, 17) * 2 + 1, torch.rand(64, 6) * 2 - 1)
     with torch.no_grad():  # some interior gates, and target critics that differ from the online ones
         for gate in policy.gates().values():
-            gate.pi.uniform_(0.3, 1.0)
+            gate.keep_prob.uniform_(0.3, 1.0)
         for target in (policy.critic1_target, policy.critic2_target):
             for p in target.parameters():
                 p.add_(0.01 * torch.randn_like(p))
@@ -49,12 +49,12 @@ def switch_off(policy: XiPolicy, seed=1) -> dict[str, torch.Tensor]:
             if group == "actor.1":
                 mask[:] = False
                 mask[3] = True
-            gate.pi.mul_(mask.float())
+            gate.keep_prob.mul_(mask.float())
             keep[group] = mask
     for name in ("critic1", "critic2"):  # targets carry the same gate pattern as their online critic
         for i, gate in enumerate(getattr(policy, f"{name}_target").trunk.gates):
             with torch.no_grad():
-                gate.pi.mul_(keep[f"{name}.{i}"].float())
+                gate.keep_prob.mul_(keep[f"{name}.{i}"].float())
     return keep
 
 
@@ -176,9 +176,9 @@ def test_counters_patience_and_min_units():
     policy = make_policy()
     gates = policy.gates()
     with torch.no_grad():
-        gates["critic2.1"].pi.zero_()  # every unit due: min_units survive
-        gates["state.0"].pi.zero_()  # a DenseNet layer may vanish
-        gates["actor.0"].pi[:4] = 0.0
+        gates["critic2.1"].keep_prob.zero_()  # every unit due: min_units survive
+        gates["state.0"].keep_prob.zero_()  # a DenseNet layer may vanish
+        gates["actor.0"].keep_prob[:4] = 0.0
     for check in range(3):
         update_counters(gates, eps=0.0)
         keep = units_to_keep(gates, patience=3, min_units=2)
@@ -188,7 +188,7 @@ def test_counters_patience_and_min_units():
     assert int((~keep["actor.0"]).sum()) == 4
     # A unit that rises above eps starts counting again.
     with torch.no_grad():
-        gates["actor.0"].pi[0] = 0.5
+        gates["actor.0"].keep_prob[0] = 0.5
     update_counters(gates, eps=0.0)
     assert int(gates["actor.0"].zero_checks[0]) == 0 and int(gates["actor.0"].zero_checks[1]) == 4
 
@@ -219,7 +219,7 @@ def switch_off_model(model):
         for i, (group, gate) in enumerate(model.policy.gates().items()):
             mask = torch.ones(gate.units, dtype=torch.bool)
             mask[i % gate.units] = False
-            gate.pi.mul_(mask.float())
+            gate.keep_prob.mul_(mask.float())
             keep[group] = mask
     return keep
 
@@ -234,10 +234,10 @@ def test_agent_prunes_on_schedule():
     model.learn(160)
     assert model._n_updates == 10
     with torch.no_grad():
-        model.policy.gates()["actor.0"].pi[:5] = 0.0
-        model.policy.gates()["actor.0"].pi[5:] = 1.0
-    assert all(float(g.pi.detach().min()) > 0 for name, g in model.policy.gates().items() if name != "actor.0")
-    model.config.pi_lr = 0.0
+        model.policy.gates()["actor.0"].keep_prob[:5] = 0.0
+        model.policy.gates()["actor.0"].keep_prob[5:] = 1.0
+    assert all(float(g.keep_prob.detach().min()) > 0 for name, g in model.policy.gates().items() if name != "actor.0")
+    model.config.gate_lr = 0.0
     for group in model.policy.gate_optimizer.param_groups:
         group["lr"] = 0.0
     model.learn(40, reset_num_timesteps=False)
@@ -259,17 +259,46 @@ def test_pruning_bumps_the_structure_version_and_derived_caches_follow():
     policy = make_policy()
     first = policy.structure()
     assert policy.structure_version == first.version == 0
-    pis = {g: gate.pi.detach() for g, gate in policy.gates().items()}
-    before = policy.regularizer.unit_costs(first, pis)
+    keep_probs = {g: gate.keep_prob.detach() for g, gate in policy.gates().items()}
+    before = policy.regularizer.unit_costs(first, keep_probs)
     keep = switch_off(policy)
     prune(policy, keep)
     second = policy.structure()
     assert policy.structure_version == second.version == 1 and second is not first
     assert policy.structure() is second  # cached until the next pruning
-    pis = {g: gate.pi.detach() for g, gate in policy.gates().items()}
-    after = policy.regularizer.unit_costs(second, pis)
+    keep_probs = {g: gate.keep_prob.detach() for g, gate in policy.gates().items()}
+    after = policy.regularizer.unit_costs(second, keep_probs)
     fresh = copy.deepcopy(policy.regularizer)
     fresh.__dict__.pop("_map_cache", None)
-    expected = fresh.unit_costs(second, pis)
+    expected = fresh.unit_costs(second, keep_probs)
     assert set(after) == set(expected) and all(torch.equal(after[g], expected[g]) for g in after)
     assert any(not torch.equal(after[g], before[g]) for g in after if g in before)
+
+
+def test_networks_are_built_from_the_structure_and_stay_paired_with_it():
+    """Every layer's modules have the shape the structure gives it (input width: the groups it reads), before and
+    after pruning; a critic's layer is paired with its target copy; widths changed without surgery are refused."""
+    from dataclasses import replace
+
+    import pytest
+
+    policy = make_policy()
+    for pruned in (False, True):
+        if pruned:
+            prune(policy, switch_off(policy))
+        structure = policy.structure()
+        for layer in structure.layers:
+            modules = policy.layer_modules(layer.name)
+            copies = 2 if layer.name.startswith("critic") else 1
+            assert len(modules.linears) == copies, layer.name
+            for linear in modules.linears:
+                assert tuple(linear.weight.shape) == (layer.out_dim, structure.in_dim(layer.name)), layer.name
+            if layer.out is not None:
+                assert modules.gate is policy.gates()[layer.out]
+                assert all(m.weight.shape[0] == layer.out_dim if hasattr(m, "weight") else m.units == layer.out_dim
+                           for m in modules.unit_modules)
+    # the emptied DenseNet layer is gone and the names follow: state.2 is now state.1
+    assert len(policy.widths.state) == len(WIDTHS.state) - 1 and "state.2" not in policy.structure().groups
+    policy.widths = replace(policy.widths, actor=[w + 1 for w in policy.widths.actor])
+    with pytest.raises(RuntimeError, match="layer actor.0: the module is"):
+        policy.layer_modules("actor.0")

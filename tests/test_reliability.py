@@ -26,7 +26,7 @@ SMALL = ["--set", "learning_starts=300", "--set", "ofenet_pretrain_steps=20", "-
          "--set", "buffer_size=5000", "--set", "ofenet_layers=2", "--set", "ofenet_units=8",
          "--set", "actor_widths=[32,32]", "--set", "critic_widths=[32,32]", "--set", "eval_episodes=1",
          "--set", "prune_start=200", "--set", "prune_interval=100", "--set", "prune_patience=1",
-         "--set", "prune_strength=1.0", "--set", "pi_lr=0.05", "--set", "pi_update_every=1", "--no-progress",
+         "--set", "prune_strength=1.0", "--set", "gate_lr=0.05", "--set", "gate_update_every=1", "--no-progress",
          "--device", "cpu"]
 
 

@@ -52,7 +52,7 @@ def test_a_pruning_event_in_the_last_update_gets_its_row(tmp_path):
     model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", learning_starts=100, batch_size=32,
                   buffer_size=1000, ofenet_pretrain_steps=0, ofenet_layers=2, ofenet_units=8, actor_widths=[16, 16],
                   critic_widths=[16, 16], prune_start=100, prune_interval=100, prune_patience=1)
-    model.policy.actor.trunk.gates[0].pi.data[:4] = 0.0  # four units at 0: removed at the first check
+    model.policy.actor.trunk.gates[0].keep_prob.data[:4] = 0.0  # four units at 0: removed at the first check
     table = EvaluationsCSV(tmp_path / "evaluations.csv")
     model.learn(200, callback=RecordPruning(table))
     assert [e["n_updates"] for e in model.prune_events] == [100]

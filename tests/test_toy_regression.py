@@ -29,7 +29,7 @@ def train_student(seed: int, gated: bool, alpha: float = 0.3):
     opt = torch.optim.Adam(weights, lr=3e-3)
     if gated:
         gate = net.gates[0]
-        gate_opt = torch.optim.Adam([gate.pi], lr=1e-2)
+        gate_opt = torch.optim.Adam([gate.keep_prob], lr=1e-2)
         scale = LossScale(0.99)
         cost0 = (D + 1) * HIDDEN + HIDDEN + 1  # expected parameters: (D+1)Σπ + (Σπ+1)
         cost_grad = alpha * (D + 2) / cost0
@@ -41,8 +41,8 @@ def train_student(seed: int, gated: bool, alpha: float = 0.3):
         loss = F.mse_loss(out, y)
         grads = torch.autograd.grad(loss, weights + (tape.masks if gated else []), retain_graph=gated)
         if gated:
-            pi_grad = curvature_corrected(tape.masks, grads[len(weights):], out, gn_coef=2.0)[0]
-            gate.pi.grad = pi_grad / scale.update(loss) + cost_grad
+            keep_prob_grad = curvature_corrected(tape.masks, grads[len(weights):], out, gn_coef=2.0)[0]
+            gate.keep_prob.grad = keep_prob_grad / scale.update(loss) + cost_grad
             gate_opt.step()
             gate.project_()
         for p, g in zip(weights, grads):
@@ -51,13 +51,13 @@ def train_student(seed: int, gated: bool, alpha: float = 0.3):
     x = torch.randn(8192, D)
     with torch.no_grad():
         mse = F.mse_loss(head(net(x)).squeeze(-1), teacher(x)).item()
-    return (net.gates[0].pi.detach() if gated else None), mse
+    return (net.gates[0].keep_prob.detach() if gated else None), mse
 
 
 def test_surplus_units_reach_zero_and_the_rest_one():
-    pi, gated_mse = train_student(seed=0, gated=True)
+    keep_prob, gated_mse = train_student(seed=0, gated=True)
     _, plain_mse = train_student(seed=0, gated=False)
-    assert set(pi.unique().tolist()) <= {0.0, 1.0}, pi  # deterministic network
-    kept = int(pi.sum())
-    assert 3 <= kept <= 8, pi  # the teacher needs 3 ReLUs; most of the 16 are removed
+    assert set(keep_prob.unique().tolist()) <= {0.0, 1.0}, keep_prob  # deterministic network
+    kept = int(keep_prob.sum())
+    assert 3 <= kept <= 8, keep_prob  # the teacher needs 3 ReLUs; most of the 16 are removed
     assert gated_mse <= plain_mse + 1e-3, (gated_mse, plain_mse)  # noise variance is 1e-2

@@ -172,7 +172,7 @@ class BudgetController(nn.Module):
 
     def _on_widths(self, gates: Mapping[str, nn.Module], free: bool = False) -> dict[str, Tensor]:
         above = self.eps + HOLD if free else self.eps
-        return {g: (gate.pi.detach() > above).sum().to(torch.float64) for g, gate in gates.items()}
+        return {g: (gate.keep_prob.detach() > above).sum().to(torch.float64) for g, gate in gates.items()}
 
     def on_cost(self, structure: Structure, gates: Mapping[str, nn.Module], state_only: bool = False,
                 free: bool = False) -> Tensor:
@@ -195,31 +195,32 @@ class BudgetController(nn.Module):
         widths = self._on_widths(gates)
         cost = torch.as_tensor(deploy_cost(structure, widths, self.kind, state_only), dtype=torch.float64)
         per_unit = unit_deploy_costs(structure, widths, self.kind, state_only)
-        self.hold([gate.pi for gate in gates.values()], before, cost,
+        self.hold([gate.keep_prob for gate in gates.values()], before, cost,
                   [torch.as_tensor(per_unit[g], dtype=torch.float64) for g in gates], target)
 
     @torch.no_grad()
-    def hold(self, pis: list[Tensor], before: list[Tensor], cost: Tensor, unit_costs: list[Tensor],
+    def hold(self, keep_probs: list[Tensor], before: list[Tensor], cost: Tensor, unit_costs: list[Tensor],
              target: Tensor | None = None) -> None:
         """If ``cost`` (``C_on`` after a gate step) is below the floor of ``target`` (default: the budget), put back on
         at ``HOLD``, in place, as few of the units the step took off (``π`` above ``eps`` in ``before``, at most
         ``eps`` now) as fill the gap, those that stood highest before the step first. ``unit_costs``: per gate, the
         deployable cost of one of its units (0 where the gate's units are not deployed). Branch-free."""
         gap = FLOOR * (self.target if target is None else target) - cost
-        dropped = [(b > self.eps) & (pi <= self.eps) for b, pi in zip(before, pis)]
+        dropped = [(b > self.eps) & (keep_prob <= self.eps) for b, keep_prob in zip(before, keep_probs)]
         rank = torch.cat([torch.where(d, b, torch.full_like(b, -1.0)) for d, b in zip(dropped, before)])
         price = torch.cat([d.to(torch.float64) * c.to(torch.float64) for d, c in zip(dropped, unit_costs)])
         order = rank.argsort(descending=True, stable=True)
         sorted_price = price[order]
         spent_before = sorted_price.cumsum(0) - sorted_price  # the cost restored ahead of each unit in the order
         back = torch.zeros_like(price, dtype=torch.bool).scatter(0, order, (spent_before < gap) & (sorted_price > 0))
-        for pi, put_back in zip(pis, back.split([pi.numel() for pi in pis])):
-            pi.copy_(torch.where(put_back.view_as(pi), torch.full_like(pi, self.eps + HOLD), pi))
+        for keep_prob, put_back in zip(keep_probs, back.split([keep_prob.numel() for keep_prob in keep_probs])):
+            held = torch.full_like(keep_prob, self.eps + HOLD)
+            keep_prob.copy_(torch.where(put_back.view_as(keep_prob), held, keep_prob))
 
     @torch.no_grad()
     def expected_cost(self, structure: Structure, gates: Mapping[str, nn.Module], state_only: bool = False) -> Tensor:
         """``C(π)``: the expected deployable cost (``state_only``: of the state block), a 0-dim float64 tensor."""
-        widths = {g: gate.pi.detach().sum().to(torch.float64) for g, gate in gates.items()}
+        widths = {g: gate.keep_prob.detach().sum().to(torch.float64) for g, gate in gates.items()}
         return torch.as_tensor(deploy_cost(structure, widths, self.kind, state_only), dtype=torch.float64)
 
     @torch.no_grad()
@@ -278,8 +279,8 @@ def fit_keep(keep: dict[str, Tensor], gates: Mapping[str, nn.Module], structure:
     candidates = []  # (π, group, index) of every deployable unit kept
     for group, mask in masks.items():
         if is_deployed(group):
-            pi = gates[group].pi.detach()
-            candidates += [(float(pi[i]), group, int(i)) for i in mask.nonzero().flatten()]
+            keep_prob = gates[group].keep_prob.detach()
+            candidates += [(float(keep_prob[i]), group, int(i)) for i in mask.nonzero().flatten()]
     candidates.sort()
     for _, group, index in candidates:
         if cost() <= target:

@@ -32,7 +32,10 @@ class EvaluationsCSV:
     before the event, widths per layer as JSON); both carry the matmul FLOPs of all gradient updates so far and, for a
     gated model, the strength ``α`` and, with a budget, the budget and the deployable cost expected, of the units on
     and of those the floor holds
-    (:meth:`~xinet_rl.agents.xisac.XiSAC.budget_state`, in the budget's unit). Rows are flushed as they are written."""
+    (:meth:`~xinet_rl.agents.xisac.XiSAC.budget_state`, in the budget's unit). Rows are flushed as they are written.
+
+    :param path: the file; written with its header when new, appended to when it exists (a resumed run).
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -102,7 +105,11 @@ def sb3_param_counts(model) -> dict[str, int]:
 class RecordPruning(BaseCallback):
     """Writes a ``prune`` row for every pruning event of the model as soon as it happens (events of the update that
     follows a step are flushed before the next step, so before any checkpoint taken there, and those of the run's
-    last update when training ends)."""
+    last update when training ends).
+
+    :param table: the run's ``evaluations.csv``.
+    :param written: events of the model already written (a resumed run's).
+    """
 
     def __init__(self, table: EvaluationsCSV, written: int = 0) -> None:
         super().__init__()
@@ -132,7 +139,14 @@ class Evaluate(BaseCallback):
     It runs at the start of a rollout, after the update of the step just taken, so the row for step ``S`` describes
     the model a checkpoint at ``S`` holds (and the one a run of ``S`` steps ends with). When training reaches its
     total it also evaluates the final policy (unless the last step was just evaluated), so that the final evaluation
-    reaches TensorBoard and the progress bar too; a run stopped early (a signal) is not evaluated there."""
+    reaches TensorBoard and the progress bar too; a run stopped early (a signal) is not evaluated there.
+
+    :param eval_env: the evaluation environment (not the training one).
+    :param every: environment steps between evaluations.
+    :param episodes: episodes per evaluation.
+    :param table: the run's ``evaluations.csv``.
+    :param progress: the run's progress bar, which shows the latest return, or ``None``.
+    """
 
     def __init__(self, eval_env: gym.Env, every: int, episodes: int, table: EvaluationsCSV,
                  progress: "ProgressBar | None" = None) -> None:
@@ -197,6 +211,11 @@ class Checkpoints(BaseCallback):
 
     Checkpoints are taken at the start of a rollout, after the previous step's transition is stored and its update
     done, so that a resumed run continues exactly where the checkpoint left off.
+
+    :param run_dir: the run directory (checkpoints go to its ``checkpoints/``).
+    :param every: environment steps between checkpoints; 0: only on a signal.
+    :param keep: the newest checkpoints kept.
+    :param extra: called at each checkpoint: more metadata for it (the trainer's own state).
     """
 
     def __init__(self, run_dir: Path, every: int, keep: int, extra: Callable[[], dict] | None = None) -> None:
@@ -253,6 +272,9 @@ class ProgressBar(BaseCallback):
 
     Each bar also shows the latest evaluation (the final one too, which :class:`Evaluate` makes when training
     reaches its total) and the deployable and training parameter counts, read again at each pruning event.
+
+    :param total: the run's total environment steps.
+    :param file: where the bars are drawn; default stderr.
     """
 
     PHASES = {"random": "random actions", "pretrain": "OFENet pre-training", "training": "training"}

@@ -163,7 +163,10 @@ def write_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor],
 
 class ReplayFile:
     """The replay arrays of a checkpoint (``replay.npz``), read field by field straight into the buffer's storage, so
-    that resuming a run with a full buffer needs no second copy of it in memory."""
+    that resuming a run with a full buffer needs no second copy of it in memory.
+
+    :param path: the checkpoint's ``replay.npz``.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -59,9 +59,9 @@ class AgentConfig:
     target_deploy_flops: Optional[float] = None  # matmul FLOPs per action of the deployable policy
     budget_lr: float = 0.002  # step of the budget controller on log(prune_strength), per gate step
     deploy_cost_mix: float = 0.0  # β: weight of the deployable policy's own cost
-    pi_lr: float = 4e-3  # with pi_update_every 4: the same gate speed per update as 1e-3 every update
-    pi_init: float = 1.0
-    pi_update_every: int = 4  # gate step (and its estimator passes) every 4th update: docs/method.md
+    gate_lr: float = 4e-3  # with gate_update_every 4: the same gate speed per update as 1e-3 every update
+    gate_init: float = 1.0
+    gate_update_every: int = 4  # gate step (and its estimator passes) every 4th update: docs/method.md
     gate_estimator: str = "curvature"
     loss_scale_decay: float = 0.99
     prune_start: int = 10_000  # gradient updates before the first pruning check
@@ -90,14 +90,30 @@ class TrainConfig(AgentConfig):
 AGENT_KEYS = {f.name for f in fields(AgentConfig)}
 _AGENT_ORDER = [f.name for f in fields(AgentConfig)]
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}
-VARIANTS = ("xinet", "unpruned", "small", "sac")
+VARIANT_KEYS: dict[str, dict[str, Any]] = {
+    "xinet": {},  # OFENet, gated units, pruning
+    "unpruned": {"gated": False},  # the same networks without gates
+    "small": {"gated": False},  # and at the final widths of the run that arch_from names
+    "sac": {"gated": False, "ofenet_layers": 0},  # no gates and no OFENet: SAC on the raw observation
+}
+"""Every variant as a composition of the agent: the keys it sets. The baselines of METHOD.md section 5 share every
+other key with the gated agent."""
+VARIANTS = tuple(VARIANT_KEYS)
 _CHOICES = {"gate_estimator": ("curvature", "straight_through"), "variant": VARIANTS}
-_UNIT_INTERVAL = {"deploy_cost_mix", "pi_init", "tau", "gamma", "loss_scale_decay"}
+_UNIT_INTERVAL = {"deploy_cost_mix", "gate_init", "tau", "gamma", "loss_scale_decay"}
 _POSITIVE = {"width_scale", "batch_size", "buffer_size", "ofenet_units", "total_steps", "eval_freq", "eval_episodes",
-             "learning_rate", "ofenet_lr", "pi_lr", "pi_update_every", "ent_coef_init", "log_interval", "prune_interval",
-             "prune_patience", "min_units", "keep_checkpoints", "train_freq", "budget_lr"}
+             "learning_rate", "ofenet_lr", "gate_lr", "gate_update_every", "ent_coef_init", "log_interval",
+             "prune_interval", "prune_patience", "min_units", "keep_checkpoints", "train_freq", "budget_lr"}
 BUDGET_KEYS = ("target_deploy_params", "target_deploy_flops")
+RENAMED_KEYS = {"pi_lr": "gate_lr", "pi_init": "gate_init", "pi_update_every": "gate_update_every"}
+"""Former names of config keys (``π`` is SAC's policy): older run directories, model files and checkpoints use them,
+so they are read everywhere as the keys they became (:func:`current_keys`)."""
 _BELOW_ONE = {"prune_eps"}  # π never exceeds 1: prune_eps 1 would count every unit as at 0
+
+
+def current_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every former key name (:data:`RENAMED_KEYS`) replaced by its current one, order kept."""
+    return {RENAMED_KEYS.get(key, key): value for key, value in values.items()}
 
 
 def _close(word: str, options: list[str]) -> str:
@@ -210,7 +226,7 @@ def _check_range(key: str, value: Any) -> None:
 
 def apply_overrides(config: TrainConfig, values: dict[str, Any], source: str, env_id: str | None = None) -> TrainConfig:
     """Validate ``values`` (from ``source``, named in errors) and set them on ``config``."""
-    for key, value in values.items():
+    for key, value in current_keys(values).items():
         if key not in _TYPES:
             raise UnknownKeyError(f"unknown config key '{key}' in {source}{_close(str(key), sorted(_TYPES))}")
         if key == "aux_target_dim" and isinstance(value, dict):
@@ -255,7 +271,7 @@ def agent_config(config: AgentConfig | None = None, overrides: dict[str, Any] | 
         config = AgentConfig()
     elif not isinstance(config, AgentConfig):
         raise TypeError(f"config must be an AgentConfig, got {type(config).__name__}")
-    overrides = dict(overrides or {})
+    overrides = current_keys(dict(overrides or {}))
     for key in overrides:
         if key not in AGENT_KEYS:
             raise UnknownKeyError(f"unknown config key '{key}' in {source}{_close(str(key), sorted(AGENT_KEYS))}")
@@ -326,27 +342,34 @@ def resolve_config(env_id: str, config_file: str | None = None, overrides: list[
     shipped = env_config_path(env_id)
     if shipped is not None:
         apply_overrides(config, read_yaml(shipped), str(shipped), env_id)
+    chosen: dict[str, tuple[Any, str]] = {}  # what the user set, and where: a variant must not contradict it
     if config_file is not None:
-        apply_overrides(config, read_yaml(config_file), str(config_file), env_id)
+        values = current_keys(read_yaml(config_file))
+        apply_overrides(config, values, str(config_file), env_id)
+        chosen.update({k: (getattr(config, k), str(config_file)) for k in values})
     if overrides:
-        apply_overrides(config, parse_set(overrides), "--set", env_id)
+        values = current_keys(parse_set(overrides))
+        apply_overrides(config, values, "--set", env_id)
+        chosen.update({k: (getattr(config, k), "--set") for k in values})
     if total_steps is not None:
         apply_overrides(config, {"total_steps": total_steps}, "--total-steps", env_id)
-    config = apply_variant(config)
+    config = apply_variant(config, chosen)
     check_consistency(config)
     return config
 
 
-def apply_variant(config: TrainConfig) -> TrainConfig:
-    """The baselines of METHOD.md section 5 share every other key with the gated agent."""
+def apply_variant(config: TrainConfig, chosen: dict[str, tuple[Any, str]] | None = None) -> TrainConfig:
+    """Set the keys of ``config.variant``'s composition (:data:`VARIANT_KEYS`). ``chosen``: keys the user set, with
+    where; one the variant sets to another value is a :class:`ConfigError` rather than silently overridden."""
     if config.variant == "small" and not config.arch_from:
         raise ConfigError("variant 'small' needs --arch-from RUN (a pruned run directory or model file)")
     if config.variant != "small" and config.arch_from:
         raise ConfigError("--arch-from is only used by --variant small")
-    if config.variant != "xinet":
-        config.gated = False
-    if config.variant == "sac":
-        config.ofenet_layers = 0
+    for key, value in VARIANT_KEYS[config.variant].items():
+        if chosen and key in chosen and chosen[key][0] != value:
+            raise ConfigError(f"variant '{config.variant}' sets config key '{key}' to {value!r}, which contradicts "
+                              f"{key}={chosen[key][0]!r} from {chosen[key][1]}")
+        setattr(config, key, value)
     return config
 
 

@@ -1,4 +1,4 @@
-"""The cost model: expected parameter counts as differentiable functions of the gate parameters ``π``.
+"""The cost model: expected parameter counts as differentiable functions of the gates' keep probabilities ``π``.
 
 For a linear layer whose inputs are kept with probabilities ``p`` and outputs with ``q`` the expected weight count is
 ``(Σp)(Σq)``, plus ``Σq`` biases, or ``2Σq`` BatchNorm affine parameters for a layer followed by BN (which has no
@@ -97,49 +97,56 @@ def pretrain_flops(structure: Structure, batch: int, gated: bool = True, estimat
 
 
 class CostRegularizer(nn.Module):
-    """``α · [(1−β) C_train/C_train,0 + β C_deploy/C_deploy,0]`` and its gradient with respect to every ``π``.
+    """``α · [(1−β) C_train/C_train,0 + β C_deploy/C_deploy,0]`` and its gradient with respect to every gate's keep
+    probability ``π``. In code the pruning strength ``α`` is ``strength`` and the mix ``β`` is ``deploy_mix``, apart
+    from SAC's policy and entropy temperature.
 
-    ``C_0`` is fixed when the regularizer is made (``π = pi_init``, unpruned) and kept as a buffer, so the trade-off
-    stays the same after pruning and across save/load. ``α`` is a buffer too (``log_strength``), fixed unless a budget
-    controller moves it.
+    ``C_0`` is fixed when the regularizer is made (``π = gate_init``, unpruned) and kept as a buffer, so the trade-off
+    stays the same after pruning and across save/load. The strength is a buffer too (``log_strength``), fixed unless
+    a budget controller moves it.
+
+    :param strength: the pruning strength ``α`` (config key ``prune_strength``): return versus size.
+    :param deploy_mix: ``β`` (config key ``deploy_cost_mix``), the weight of the deployable policy's own cost.
+    :param train0: the expected parameter count of the whole initial model, ``C_train,0``.
+    :param deploy0: that of the initial deployable policy, ``C_deploy,0``.
     """
 
-    def __init__(self, alpha: float, beta: float, train0: float, deploy0: float) -> None:
+    def __init__(self, strength: float, deploy_mix: float, train0: float, deploy0: float) -> None:
         super().__init__()
-        self.beta = float(beta)
+        self.deploy_mix = float(deploy_mix)
         self.register_buffer("train0", torch.tensor(float(train0), dtype=torch.float64))
         self.register_buffer("deploy0", torch.tensor(float(deploy0), dtype=torch.float64))
         # the strength α, as its log: a budget's controller (xinet_rl/budget.py) moves it in place during training
-        self.register_buffer("log_strength", torch.tensor(float(alpha), dtype=torch.float64).log())
+        self.register_buffer("log_strength", torch.tensor(float(strength), dtype=torch.float64).log())
 
     @property
-    def alpha(self) -> float:
+    def strength(self) -> float:
         """The current strength ``α`` (a host read)."""
         return float(self.log_strength.exp())
 
-    def normalized_cost(self, structure: Structure, pis: Mapping[str, Tensor]) -> Tensor:
-        widths = {g: pi.sum() for g, pi in pis.items()}
+    def normalized_cost(self, structure: Structure, keep_probs: Mapping[str, Tensor]) -> Tensor:
+        widths = {g: keep_prob.sum() for g, keep_prob in keep_probs.items()}
         train = expected_params(structure, widths)
         deploy = expected_params(structure, widths, deploy_only=True)
-        return (1 - self.beta) * train / self.train0.item() + self.beta * deploy / self.deploy0.item()
+        return (1 - self.deploy_mix) * train / self.train0.item() + self.deploy_mix * deploy / self.deploy0.item()
 
-    def pi_grads(self, structure: Structure, pis: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def keep_prob_grads(self, structure: Structure, keep_probs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``α ∂C/∂π_j``, recomputed from the current ``π`` (the per-unit coefficients the method sets itself)."""
-        costs = self.unit_costs(structure, pis)
-        return {g: cost.to(pis[g].dtype).expand_as(pis[g]).clone() for g, cost in costs.items()}
+        costs = self.unit_costs(structure, keep_probs)
+        return {g: cost.to(keep_probs[g].dtype).expand_as(keep_probs[g]).clone() for g, cost in costs.items()}
 
-    def unit_costs(self, structure: Structure, pis: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def unit_costs(self, structure: Structure, keep_probs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``α ∂C/∂π_j`` for a unit of each group, as 0-dim float64 tensors on ``π``'s device. ``C`` is multilinear in
         the group sums ``s``, so every unit of a group has the same marginal cost, affine in ``s``: ``a + M s``. The
         map is built once per structure; what is left is a few operator calls and no host read (a CUDA graph can
         hold it, ``α`` included)."""
-        names = list(pis)
+        names = list(keep_probs)
         if not names:
             return {}
-        first = pis[names[0]]
+        first = keep_probs[names[0]]
         offsets, matrix = self._affine_map(structure, tuple(names), first.device)
         with torch.no_grad():  # π >= 0, so the 1-norm is the sum: one operator call for every group
-            sums = torch.stack(torch._foreach_norm([pis[g] for g in names], 1)).to(torch.float64)
+            sums = torch.stack(torch._foreach_norm([keep_probs[g] for g in names], 1)).to(torch.float64)
             # elementwise, not a matrix product: these few hundred FLOPs are not the model's (FlopCounterMode)
             costs = (offsets + (matrix * sums).sum(-1)).sum(0) * self.log_strength.exp()
         return dict(zip(names, costs.unbind()))
@@ -152,7 +159,7 @@ class CostRegularizer(nn.Module):
         key = (structure.version, tuple(structure.groups.values()), names, str(device))
         cached = self.__dict__.get("_map_cache")
         if cached is None or cached[0] != key:
-            weights = np.array([(1 - self.beta) / float(self.train0), self.beta / float(self.deploy0)])
+            weights = np.array([(1 - self.deploy_mix) / float(self.train0), self.deploy_mix / float(self.deploy0)])
             maps = [marginal_cost_map(structure, names, deploy_only=d) for d in (False, True)]
             offsets = np.stack([a for a, _ in maps]) * weights[:, None]
             matrix = np.stack([m for _, m in maps]) * weights[:, None, None]
@@ -197,7 +204,10 @@ def marginal_cost_map(structure: Structure, names: Sequence[str], deploy_only: b
 
 class LossScale(nn.Module):
     """Running scale ``s_k`` of a network's loss (exponential moving average), so that ``α`` does not depend on the
-    reward scale or the environment. Starts at the first value it sees."""
+    reward scale or the environment. Starts at the first value it sees.
+
+    :param decay: the moving average's decay per update (config key ``loss_scale_decay``).
+    """
 
     def __init__(self, decay: float = 0.99) -> None:
         super().__init__()

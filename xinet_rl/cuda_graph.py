@@ -142,7 +142,9 @@ class GraphedAct:
     environment step replays one graph (the OFENet state block and the actor, some 50 kernels) instead of launching
     every kernel from Python; the action's copy to the host is the step's only round trip.
 
-    :param policy: the :class:`~xinet_rl.policy.XiPolicy` whose ``_act`` is captured.
+    :param policy: the :class:`~xinet_rl.policy.XiPolicy` acting: its structure version and the actor's storage
+        tell when the graphs are stale (pruned, or moved).
+    :param act: the function captured, ``act(observation, deterministic) -> action`` (the policy's ``_act``).
     """
 
     warmup = 2

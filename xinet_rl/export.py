@@ -37,23 +37,23 @@ class DeployPolicy(nn.Module):
         state = []
         for layer in policy.ofenet.state.layers:
             weight, bias = _fold_batchnorm(layer.linear, layer.bn)
-            pi = _gate_mean(layer.gate, weight.shape[0])
-            alive = pi > 0
+            keep_prob = _gate_mean(layer.gate, weight.shape[0])
+            alive = keep_prob > 0
             if bool(alive.any()):
                 state.append(_linear(_read(weight[alive], torch.cat(keep), torch.cat(scale)), bias[alive], like))
             keep.append(alive)
-            scale.append(pi)
+            scale.append(keep_prob)
         self.state = nn.ModuleList(state)
         cols, col_scale = torch.cat(keep), torch.cat(scale)
         trunk, gates = [], policy.actor.trunk.gates
         for i, linear in enumerate(policy.actor.trunk.linears):
             weight, bias = _f64(linear.weight), _f64(linear.bias)
-            pi = _gate_mean(gates[i] if len(gates) else None, weight.shape[0])
-            alive = pi > 0
+            keep_prob = _gate_mean(gates[i] if len(gates) else None, weight.shape[0])
+            alive = keep_prob > 0
             if not bool(alive.any()):  # the next layer reads zeros: keep one unit (its columns get π = 0) as an MLP
                 alive[0] = True
             trunk.append(_linear(_read(weight[alive], cols, col_scale), bias[alive], like))
-            cols, col_scale = alive, pi
+            cols, col_scale = alive, keep_prob
         self.trunk = nn.ModuleList(trunk)
         self.mu = _linear(_read(_f64(policy.actor.mu.weight), cols, col_scale), _f64(policy.actor.mu.bias), like)
         low = torch.as_tensor(policy.action_space.low, dtype=torch.float64)
@@ -79,17 +79,17 @@ def _f64(t: Tensor) -> Tensor:
 
 def _gate_mean(gate: nn.Module | None, units: int) -> Tensor:
     """``π`` of a layer's units (1 for an ungated layer)."""
-    return torch.ones(units, dtype=torch.float64) if gate is None else _f64(gate.pi)
+    return torch.ones(units, dtype=torch.float64) if gate is None else _f64(gate.keep_prob)
 
 
 def _fold_batchnorm(linear: nn.Linear, bn: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
     """``BN(W x + b)`` on running statistics as one ``W' x + b'``."""
     mean, var = _f64(bn.running_mean), _f64(bn.running_var)
     gamma = _f64(bn.weight) if bn.weight is not None else torch.ones_like(mean)
-    beta = _f64(bn.bias) if bn.bias is not None else torch.zeros_like(mean)
+    bn_shift = _f64(bn.bias) if bn.bias is not None else torch.zeros_like(mean)
     factor = gamma / torch.sqrt(var + bn.eps)
     shift = _f64(linear.bias) - mean if linear.bias is not None else -mean
-    return _f64(linear.weight) * factor[:, None], beta + shift * factor
+    return _f64(linear.weight) * factor[:, None], bn_shift + shift * factor
 
 
 def _read(weight: Tensor, keep: Tensor, scale: Tensor) -> Tensor:

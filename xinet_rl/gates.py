@@ -3,8 +3,8 @@
 Every gated unit ``j`` is multiplied by ``ξ_j ~ Bernoulli(π_j)``. A network's own loss is evaluated with a fresh mask
 per sample (``sample`` mode, recorded on a :class:`MaskTape`); every other use (acting, targets, features handed to
 another network) uses ``ξ = π`` (``mean`` mode, no tape). ``π`` never receives gradient through a forward pass: its
-gradient comes from :func:`estimate_pi_grad` (the loss part) and from the cost model (the regularizer part), and the
-update is projected onto ``[0, 1]``.
+gradient comes from :func:`estimate_keep_prob_grad` (the loss part) and from the cost model (the regularizer part),
+and the update is projected onto ``[0, 1]``. In code ``π`` is ``keep_prob``.
 """
 
 from __future__ import annotations
@@ -21,17 +21,28 @@ on the CPU, see :func:`bernoulli_masks`)."""
 
 
 class Gate(nn.Module):
-    """The gate parameters ``π`` of one layer's units (initialised to ``pi_init``), and for each unit the number of
-    consecutive pruning checks at which ``π`` was at 0 (the pruner's counter, saved with the model)."""
+    """The keep probabilities ``π`` of one layer's units (``keep_prob``, named apart from SAC's policy ``π``), and for
+    each unit the number of consecutive pruning checks at which it was at 0 (the pruner's counter, saved with the
+    model).
 
-    def __init__(self, units: int, pi_init: float = 1.0) -> None:
+    :param units: the layer's number of units.
+    :param gate_init: every unit's initial keep probability, in ``[0, 1]``.
+    """
+
+    def __init__(self, units: int, gate_init: float = 1.0) -> None:
         super().__init__()
-        self.pi = nn.Parameter(torch.full((units,), float(pi_init)))
+        self.keep_prob = nn.Parameter(torch.full((units,), float(gate_init)))
         self.register_buffer("zero_checks", torch.zeros(units, dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # model files and checkpoints written before the rename call the keep probabilities ``pi``
+        if prefix + "pi" in state_dict and prefix + "keep_prob" not in state_dict:
+            state_dict[prefix + "keep_prob"] = state_dict.pop(prefix + "pi")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def units(self) -> int:
-        return self.pi.shape[0]
+        return self.keep_prob.shape[0]
 
     def forward(self, h: Tensor, tape: "MaskTape | None" = None) -> Tensor:
         """Mean mode (``tape is None``): ``h * π``. Sample mode: ``h * ξ`` with ``ξ`` drawn (or replayed) by the tape."""
@@ -40,7 +51,7 @@ class Gate(nn.Module):
     def factor(self, batch: int, tape: "MaskTape | None" = None) -> Tensor:
         """What the layer's units are multiplied by: ``π`` (mean mode, no gradient) or the tape's ``batch x units``
         mask ``ξ`` (which requires grad when the ``π`` estimator needs ``∂L/∂ξ``)."""
-        return self.pi.detach() if tape is None else tape.draw(self.pi, batch)
+        return self.keep_prob.detach() if tape is None else tape.draw(self.keep_prob, batch)
 
     def apply_(self, h: Tensor, tape: "MaskTape | None" = None) -> Tensor:
         """``forward`` in place on ``h`` where autograd allows it: only when no ``∂L/∂ξ`` is wanted (that needs the
@@ -52,7 +63,7 @@ class Gate(nn.Module):
     @torch.no_grad()
     def project_(self) -> None:
         """Projected gradient descent: keep ``π`` in ``[0, 1]`` after every step."""
-        self.pi.clamp_(0.0, 1.0)
+        self.keep_prob.clamp_(0.0, 1.0)
 
     def extra_repr(self) -> str:
         return f"units={self.units}"
@@ -63,6 +74,9 @@ class MaskTape:
 
     With ``replay`` the tape hands out the given masks instead (brute-force checks, the flip pass of the actor
     estimator). Sampled masks are leaf tensors that require grad, so autograd returns per-sample ``∂ℓ_b/∂ξ_bj``.
+
+    :param replay: masks to hand out, one per gated layer in forward order, instead of drawing them.
+    :param generator: where drawn masks take their random numbers (:data:`MaskRandomness`).
     """
 
     def __init__(self, replay: Sequence[Tensor] | None = None, generator: MaskRandomness = None) -> None:
@@ -71,17 +85,17 @@ class MaskTape:
         self._generator = generator
 
     @classmethod
-    def draw_all(cls, pis: Sequence[Tensor], batch: int, generator: MaskRandomness = None,
+    def draw_all(cls, keep_probs: Sequence[Tensor], batch: int, generator: MaskRandomness = None,
                  requires_grad: bool = True) -> "MaskTape":
         """A tape whose masks for the given gates (in forward order) are drawn in one Bernoulli call: one
         ``batch x Σ units`` leaf tensor, handed out per layer as views (a few operator calls instead of a few per
         layer; autograd returns the per-layer gradients as before). ``requires_grad=False`` where no ``π`` gradient
         is wanted: the weights still train through the sampled masks, and backward skips ``∂L/∂ξ``."""
-        if not pis:
+        if not keep_probs:
             return cls(replay=[])
         with torch.no_grad():
-            joint = bernoulli_masks(torch.cat(list(pis)), batch, generator).requires_grad_(requires_grad)
-        return cls(replay=list(joint.split([pi.shape[0] for pi in pis], dim=1)))
+            joint = bernoulli_masks(torch.cat(list(keep_probs)), batch, generator).requires_grad_(requires_grad)
+        return cls(replay=list(joint.split([keep_prob.shape[0] for keep_prob in keep_probs], dim=1)))
 
     def split(self, counts: Sequence[int]) -> list["MaskTape"]:
         """Tapes that replay consecutive runs of this tape's pre-drawn masks (one tape per network)."""
@@ -92,19 +106,19 @@ class MaskTape:
             start += count
         return tapes
 
-    def draw(self, pi: Tensor, batch: int) -> Tensor:
+    def draw(self, keep_prob: Tensor, batch: int) -> Tensor:
         if self._replay is not None:
             mask = self._replay[len(self.masks)]
-            if mask.shape != (batch, pi.shape[0]):
+            if mask.shape != (batch, keep_prob.shape[0]):
                 raise ValueError(f"mask {len(self.masks)} has shape {tuple(mask.shape)}, the layer needs "
-                                 f"{(batch, pi.shape[0])}")
+                                 f"{(batch, keep_prob.shape[0])}")
         else:
-            mask = bernoulli_masks(pi, batch, self._generator).requires_grad_(True)
+            mask = bernoulli_masks(keep_prob, batch, self._generator).requires_grad_(True)
         self.masks.append(mask)
         return mask
 
 
-def bernoulli_masks(pi: Tensor, batch: int, generator: MaskRandomness = None) -> Tensor:
+def bernoulli_masks(keep_prob: Tensor, batch: int, generator: MaskRandomness = None) -> Tensor:
     """``batch`` rows of ``ξ_j ~ Bernoulli(π_j)`` as a float tensor, ``1[u < π_j]`` with ``u`` uniform on a grid of
     ``2^-24`` (the resolution of a float32 ``torch.rand``). ``π = 1`` gives 1 and ``π = 0`` gives 0 exactly.
 
@@ -112,22 +126,22 @@ def bernoulli_masks(pi: Tensor, batch: int, generator: MaskRandomness = None) ->
     CPU with a numpy bit generator the uniforms come from raw 64-bit words (two 24-bit draws each), compared as
     integers with ``round(π 2^24)``: less than half the time of torch's CPU ``rand``, which generated about 2 ms of
     the 2,016 x 256 masks of each HalfCheetah update (``docs/method.md``)."""
-    if isinstance(generator, np.random.BitGenerator) and pi.device.type == "cpu":
-        return _masks_from_bits(pi, batch, generator)
-    u = torch.rand(batch, pi.shape[0], generator=generator, device=pi.device, dtype=pi.dtype)
-    return u.lt_(pi.detach())
+    if isinstance(generator, np.random.BitGenerator) and keep_prob.device.type == "cpu":
+        return _masks_from_bits(keep_prob, batch, generator)
+    u = torch.rand(batch, keep_prob.shape[0], generator=generator, device=keep_prob.device, dtype=keep_prob.dtype)
+    return u.lt_(keep_prob.detach())
 
 
 _GRID = 1 << 24  # uniforms on a grid of 2^-24, the resolution of a float32 torch.rand
 
 
-def _masks_from_bits(pi: Tensor, batch: int, bits: np.random.BitGenerator) -> Tensor:
-    units = pi.shape[0]
+def _masks_from_bits(keep_prob: Tensor, batch: int, bits: np.random.BitGenerator) -> Tensor:
+    units = keep_prob.shape[0]
     count = batch * units
     words = bits.random_raw((count + 1) // 2).view(np.int32)[:count]  # two 32-bit halves of each 64-bit word
     uniform = torch.from_numpy(words).view(batch, units).bitwise_and_(_GRID - 1)  # 24 random bits: 0 <= u < 2^24
-    threshold = torch.round(pi.detach().to(torch.float64) * _GRID).to(torch.int32)  # P(u < t) = t / 2^24
-    return torch.lt(uniform, threshold, out=torch.empty(batch, units, dtype=pi.dtype))
+    threshold = torch.round(keep_prob.detach().to(torch.float64) * _GRID).to(torch.int32)  # P(u < t) = t / 2^24
+    return torch.lt(uniform, threshold, out=torch.empty(batch, units, dtype=keep_prob.dtype))
 
 
 def _detached_cat(tensors: Sequence[Tensor]) -> Tensor:

@@ -16,7 +16,7 @@ class TrainingError(RuntimeError):
 
 
 class EnvironmentFailure(TrainingError):
-    pass
+    """The environment raised an exception (:class:`GuardedEnv` names it): training cannot go on."""
 
 
 class GuardedEnv(gym.Wrapper):

@@ -9,21 +9,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xinet_rl.gates import Gate, MaskTape
+from xinet_rl.structure import ACT, ACTOR, Structure
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
 class GatedMLP(nn.Module):
-    """Hidden layers ``h_i = ξ_i ⊙ relu(W_i h_{i-1} + b_i)``; returns the last hidden layer."""
+    """Hidden layers ``h_i = ξ_i ⊙ relu(W_i h_{i-1} + b_i)``; returns the last hidden layer.
 
-    def __init__(self, in_dim: int, widths: list[int], gated: bool, pi_init: float) -> None:
+    :param in_dim: the input width.
+    :param widths: every hidden layer's number of units.
+    :param gated: whether the units carry gates.
+    :param gate_init: the gates' initial keep probability.
+    """
+
+    def __init__(self, in_dim: int, widths: list[int], gated: bool, gate_init: float) -> None:
         super().__init__()
         self.linears = nn.ModuleList()
         self.gates = nn.ModuleList()
         for units in widths:
             self.linears.append(nn.Linear(in_dim, units))
             if gated:
-                self.gates.append(Gate(units, pi_init))
+                self.gates.append(Gate(units, gate_init))
             in_dim = units
 
     def forward(self, x: Tensor, tape: MaskTape | None = None) -> Tensor:
@@ -45,13 +52,27 @@ class GatedMLP(nn.Module):
 
 
 class Actor(nn.Module):
-    """Tanh-squashed Gaussian policy on ``z_s``."""
+    """Tanh-squashed Gaussian policy on ``z_s``.
 
-    def __init__(self, in_dim: int, widths: list[int], act_dim: int, gated: bool, pi_init: float) -> None:
+    :param in_dim: the width of ``z_s``.
+    :param widths: the hidden layers' numbers of units.
+    :param act_dim: the action's dimension.
+    :param gated: whether the hidden units carry gates.
+    :param gate_init: the gates' initial keep probability.
+    """
+
+    def __init__(self, in_dim: int, widths: list[int], act_dim: int, gated: bool, gate_init: float) -> None:
         super().__init__()
-        self.trunk = GatedMLP(in_dim, widths, gated, pi_init)
+        self.trunk = GatedMLP(in_dim, widths, gated, gate_init)
         self.mu = nn.Linear(widths[-1], act_dim)
         self.log_std = nn.Linear(widths[-1], act_dim)
+
+    @classmethod
+    def from_structure(cls, structure: Structure, gated: bool, gate_init: float = 1.0) -> "Actor":
+        """The actor as ``structure`` describes it (its input width is that of the groups its first layer reads)."""
+        hidden = structure.hidden_layers(ACTOR)
+        return cls(structure.in_dim(hidden[0].name), [layer.out_dim for layer in hidden], structure.groups[ACT],
+                   gated, gate_init)
 
     def distribution(self, z_s: Tensor, tape: MaskTape | None = None) -> tuple[Tensor, Tensor]:
         h = self.trunk(z_s, tape)
@@ -80,12 +101,24 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-    """``Q(s, a)`` on ``z_sa`` (which already contains the action)."""
+    """``Q(s, a)`` on ``z_sa`` (which already contains the action).
 
-    def __init__(self, in_dim: int, widths: list[int], gated: bool, pi_init: float) -> None:
+    :param in_dim: the width of ``z_sa``.
+    :param widths: the hidden layers' numbers of units.
+    :param gated: whether the hidden units carry gates.
+    :param gate_init: the gates' initial keep probability.
+    """
+
+    def __init__(self, in_dim: int, widths: list[int], gated: bool, gate_init: float) -> None:
         super().__init__()
-        self.trunk = GatedMLP(in_dim, widths, gated, pi_init)
+        self.trunk = GatedMLP(in_dim, widths, gated, gate_init)
         self.out = nn.Linear(widths[-1], 1)
+
+    @classmethod
+    def from_structure(cls, structure: Structure, name: str, gated: bool, gate_init: float = 1.0) -> "Critic":
+        """Critic ``name`` (``critic1`` or ``critic2``) as ``structure`` describes it."""
+        hidden = structure.hidden_layers(name)
+        return cls(structure.in_dim(hidden[0].name), [layer.out_dim for layer in hidden], gated, gate_init)
 
     def forward(self, z_sa: Tensor, tape: MaskTape | None = None) -> Tensor:
         return self.out(self.trunk(z_sa, tape)).squeeze(-1)

@@ -9,23 +9,32 @@ mode (running statistics) except inside the auxiliary update, which switches it 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xinet_rl.gates import Gate, MaskTape
+from xinet_rl.structure import AUX_HEAD, STATE, STATE_ACTION, Structure
 
 BN_MOMENTUM, BN_EPS = 0.01, 1e-3
 
 
 class DenseLayer(nn.Module):
-    def __init__(self, in_dim: int, units: int, gated: bool, pi_init: float) -> None:
+    """One DenseNet layer: ``ξ ⊙ swish(BN(W x))``, which its block appends to its input.
+
+    :param in_dim: the width of the input (the block's input and every earlier layer's units).
+    :param units: the layer's number of units.
+    :param gated: whether the units carry a :class:`~xinet_rl.gates.Gate`.
+    :param gate_init: the gates' initial keep probability.
+    """
+
+    def __init__(self, in_dim: int, units: int, gated: bool, gate_init: float) -> None:
         super().__init__()
         self.linear = nn.Linear(in_dim, units, bias=False)  # BN's shift makes a bias redundant (docs/method.md)
         self.bn = nn.BatchNorm1d(units, momentum=BN_MOMENTUM, eps=BN_EPS)
-        self.gate = Gate(units, pi_init) if gated else None
+        self.gate = Gate(units, gate_init) if gated else None
 
     def forward(self, x: Tensor, tape: MaskTape | None = None) -> Tensor:
         h = F.silu(self.bn(self.linear(x)))  # SiLU's backward reads its input, not h: h may be masked in place
@@ -33,15 +42,17 @@ class DenseLayer(nn.Module):
 
 
 class DenseBlock(nn.Module):
-    """MLP-DenseNet block: the output is the input followed by every layer's (gated) units."""
+    """MLP-DenseNet block: the output is the input followed by every layer's (gated) units.
 
-    def __init__(self, in_dim: int, widths: list[int], gated: bool, pi_init: float) -> None:
+    :param shapes: ``(input width, units)`` of every layer, in order, as the
+        :class:`~xinet_rl.structure.Structure` gives them (:meth:`OFENet.from_structure`).
+    :param gated: whether the units carry gates.
+    :param gate_init: the gates' initial keep probability.
+    """
+
+    def __init__(self, shapes: Sequence[tuple[int, int]], gated: bool, gate_init: float) -> None:
         super().__init__()
-        layers = []
-        for units in widths:
-            layers.append(DenseLayer(in_dim, units, gated, pi_init))
-            in_dim += units
-        self.layers = nn.ModuleList(layers)
+        self.layers = nn.ModuleList([DenseLayer(in_dim, units, gated, gate_init) for in_dim, units in shapes])
 
     def forward(self, x: Tensor, tape: MaskTape | None = None) -> Tensor:
         for layer in self.layers:
@@ -50,15 +61,32 @@ class DenseBlock(nn.Module):
 
 
 class OFENet(nn.Module):
-    def __init__(self, obs_dim: int, act_dim: int, state_widths: list[int], state_action_widths: list[int],
-                 aux_dim: int, gated: bool = True, pi_init: float = 1.0) -> None:
+    """The feature extractor: ``z_s`` from the state block, ``z_sa`` from the state-action block on ``[z_s, a]``,
+    and the auxiliary head that predicts the next observation from ``z_sa``.
+
+    :param state: the state block (reads the observation).
+    :param state_action: the state-action block (reads ``z_s`` and the action).
+    :param aux_head: the auxiliary head, or ``None`` for a model without OFENet (the plain-SAC composition: no
+        DenseNet layers, features are the raw observation and action, nothing to pre-train).
+    """
+
+    def __init__(self, state: DenseBlock, state_action: DenseBlock, aux_head: nn.Linear | None) -> None:
         super().__init__()
-        z_s_dim = obs_dim + sum(state_widths)
-        self.state = DenseBlock(obs_dim, state_widths, gated, pi_init)
-        self.state_action = DenseBlock(z_s_dim + act_dim, state_action_widths, gated, pi_init)
-        # aux_dim 0: no OFENet at all (the plain-SAC baseline), features are the raw observation and action.
-        self.aux_head = nn.Linear(z_s_dim + act_dim + sum(state_action_widths), aux_dim) if aux_dim > 0 else None
+        self.state = state
+        self.state_action = state_action
+        self.aux_head = aux_head
         self.eval()
+
+    @classmethod
+    def from_structure(cls, structure: Structure, gated: bool, gate_init: float = 1.0) -> "OFENet":
+        """OFENet as ``structure`` describes it: every layer's input width is the sum of the groups it reads."""
+        def block(name: str) -> DenseBlock:
+            shapes = [(structure.in_dim(layer.name), layer.out_dim) for layer in structure.hidden_layers(name)]
+            return DenseBlock(shapes, gated, gate_init)
+
+        state, state_action = block(STATE), block(STATE_ACTION)
+        aux = structure.layer(AUX_HEAD) if structure.has_layer(AUX_HEAD) else None
+        return cls(state, state_action, None if aux is None else nn.Linear(structure.in_dim(AUX_HEAD), aux.out_dim))
 
     def z_s(self, obs: Tensor, tape: MaskTape | None = None) -> Tensor:
         return self.state(obs, tape)

@@ -21,7 +21,12 @@ class FusedAdam(torch.optim.Adam):
     AMSGrad. Same kernel, same arguments, same state and ``state_dict``: the updates are those of Adam's own step bit
     for bit (``tests/test_optim.py``). Anything else (the first step, which creates the state; a closure; a tensor
     learning rate) goes through Adam's own step. torch's per-step wrapper (profiler range, step hooks) is only put
-    around the step while a step hook is registered."""
+    around the step while a step hook is registered.
+
+    :param params: the parameters, or parameter groups, as for ``torch.optim.Adam``.
+    :param lr: the step size.
+    :param kwargs: Adam's other arguments (``betas``, ``eps``, ``weight_decay``, ...); ``fused`` is set here.
+    """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(params, lr=lr, fused=True, **kwargs)

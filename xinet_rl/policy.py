@@ -1,13 +1,15 @@
 """``XiPolicy``: the gated OFENet, actor and twin critics (with targets), their optimizers and the gate state.
 
-Everything that a saved model or a checkpoint must restore lives in this module's ``state_dict``: weights, gate
-parameters ``π`` (target ones included), BN running statistics, the entropy temperature, the loss scales and the
-cost normaliser ``C_0``. The architecture is the :class:`~xinet_rl.structure.Widths` it was built from.
+Everything that a saved model or a checkpoint must restore lives in this module's ``state_dict``: weights, the
+gates' keep probabilities ``π`` (``keep_prob``, target ones included), BN running statistics, the entropy
+temperature, the loss scales and the cost normaliser ``C_0``. The architecture is the
+:class:`~xinet_rl.structure.Widths` it was built from, through its :class:`~xinet_rl.structure.Structure`.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -23,14 +25,26 @@ from xinet_rl.gates import Gate
 from xinet_rl.heads import Actor, Critic
 from xinet_rl.ofenet import OFENet
 from xinet_rl.optim import FusedAdam
-from xinet_rl.structure import ACTOR, CRITICS, OFENET_BLOCKS, Structure, Widths, build_structure, group_name, parse_name
+from xinet_rl.structure import (ACTOR, AUX_HEAD, CRITICS, OFENET_BLOCKS, Structure, Widths, build_structure,
+                                parse_name)
 
 NETWORKS = ("ofenet", "actor", "critic")
 
 
+@dataclass(frozen=True)
+class LayerModules:
+    """What one structural layer is in the networks: its linear maps (a critic's layer and its target copy's) and
+    the modules that hold one entry per output unit (BN and gates, the target copies' included; none for a head).
+    ``gate`` is the online gate of a gated layer."""
+
+    linears: tuple[nn.Linear, ...]
+    unit_modules: tuple[nn.Module, ...]
+    gate: Gate | None
+
+
 def weights_of(module: nn.Module) -> list[nn.Parameter]:
-    """Trainable weights of a module, without its gate parameters (``π`` has its own optimizer)."""
-    return [p for name, p in module.named_parameters() if not name.endswith(".pi") and name != "pi"]
+    """Trainable weights of a module, without its gates' keep probabilities (they have their own optimizer)."""
+    return [p for name, p in module.named_parameters() if not name.endswith(".keep_prob") and name != "keep_prob"]
 
 
 class XiPolicy(BasePolicy):
@@ -68,18 +82,17 @@ class XiPolicy(BasePolicy):
         # a faster act function on a GPU (the agent hands it :class:`~xinet_rl.cuda_graph.GraphedAct`)
         self.graphed_act: Callable[[Tensor, bool], Tensor] | None = None
         self.learning_rate = lr_schedule(1)
-        gated, pi_init = config.gated, config.pi_init
-        w = self.widths
-        self.ofenet = OFENet(w.obs_dim, w.act_dim, w.state, w.state_action, w.aux_dim, gated, pi_init)
-        self.actor = Actor(w.z_s_dim, w.actor, w.act_dim, gated, pi_init)
-        self.critic1 = Critic(w.z_sa_dim, w.critic1, gated, pi_init)
-        self.critic2 = Critic(w.z_sa_dim, w.critic2, gated, pi_init)
+        gated, gate_init = config.gated, config.gate_init
+        structure = self.structure()  # the networks are built from it: every layer's input width is derived there
+        self.ofenet = OFENet.from_structure(structure, gated, gate_init)
+        self.actor = Actor.from_structure(structure, gated, gate_init)
+        self.critic1 = Critic.from_structure(structure, CRITICS[0], gated, gate_init)
+        self.critic2 = Critic.from_structure(structure, CRITICS[1], gated, gate_init)
         self.critic1_target = copy.deepcopy(self.critic1).requires_grad_(False)
         self.critic2_target = copy.deepcopy(self.critic2).requires_grad_(False)
         self.log_ent_coef = nn.Parameter(torch.tensor(float(config.ent_coef_init)).log())
         self.loss_scales = nn.ModuleDict({k: LossScale(config.loss_scale_decay) for k in NETWORKS})
-        structure = self.structure()
-        ones = {g: float(structure.groups[g]) * pi_init for g in structure.gated_groups} if gated else {}
+        ones = {g: float(structure.groups[g]) * gate_init for g in structure.gated_groups} if gated else {}
         self.regularizer = CostRegularizer(config.prune_strength, config.deploy_cost_mix,
                                            float(expected_params(structure, ones)),
                                            float(expected_params(structure, ones, deploy_only=True)))
@@ -107,21 +120,45 @@ class XiPolicy(BasePolicy):
         return self._cache["structure"]
 
     def gates(self) -> dict[str, Gate]:
-        """Every live gate by its group name (``state.3``, ``actor.0``, ``critic2.1``, ...)."""
+        """Every live gate by its group name (``state.3``, ``actor.0``, ``critic2.1``, ...); the target critics'
+        copies are not listed (they follow the online gates' values only through pruning)."""
         if "gates" not in self._cache:
-            self._cache["gates"] = self._find_gates()
+            self._cache["gates"] = {layer.out: modules.gate for layer in self.structure().layers
+                                    if (modules := self.layer_modules(layer.name)).gate is not None}
         return self._cache["gates"]
 
-    def _find_gates(self) -> dict[str, Gate]:
-        if not self.gated:
-            return {}
-        found: dict[str, Gate] = {}
+    def layer_modules(self, name: str) -> LayerModules:
+        """The modules of structural layer ``name``: its linear maps and its per-unit modules (what surgery
+        slices). Derived once per structure version by pairing the structure's layers with the networks' modules,
+        each checked against the structure's widths."""
+        if "layer_modules" not in self._cache:
+            self._cache["layer_modules"] = self._pair_layers_with_modules()
+        return self._cache["layer_modules"][name]
+
+    def _pair_layers_with_modules(self) -> dict[str, LayerModules]:
+        structure, found = self.structure(), {}
         for block in OFENET_BLOCKS:
-            for i, layer in enumerate(getattr(self.ofenet, block).layers):
-                found[group_name(block, i)] = layer.gate
+            layers = getattr(self.ofenet, block).layers
+            for spec, layer in zip(structure.hidden_layers(block), layers, strict=True):
+                gates = (layer.gate,) if layer.gate is not None else ()
+                found[spec.name] = LayerModules((layer.linear,), (layer.bn, *gates), gates[0] if gates else None)
+        if self.ofenet.aux_head is not None:
+            found[AUX_HEAD] = LayerModules((self.ofenet.aux_head,), (), None)
         for name in (ACTOR, *CRITICS):
-            for i, gate in enumerate(getattr(self, name).trunk.gates):
-                found[group_name(name, i)] = gate
+            copies = [getattr(self, name)] + ([] if name == ACTOR else [getattr(self, f"{name}_target")])
+            for i, spec in enumerate(structure.hidden_layers(name)):
+                gates = tuple(m.trunk.gates[i] for m in copies if len(m.trunk.gates))
+                found[spec.name] = LayerModules(tuple(m.trunk.linears[i] for m in copies), gates,
+                                                gates[0] if gates else None)
+            for spec in structure.heads(name):
+                head = parse_name(spec.name)[1]  # "mu", "log_std", "out": the module's attribute
+                found[spec.name] = LayerModules(tuple(getattr(m, head) for m in copies), (), None)
+        for spec in structure.layers:  # the modules as the structure says, or the pairing is wrong
+            for linear in found[spec.name].linears:
+                if (linear.out_features, linear.in_features) != (spec.out_dim, structure.in_dim(spec.name)):
+                    raise RuntimeError(f"layer {spec.name}: the module is {linear.out_features} x "
+                                       f"{linear.in_features}, the structure says {spec.out_dim} x "
+                                       f"{structure.in_dim(spec.name)}")
         return found
 
     @property
@@ -144,7 +181,7 @@ class XiPolicy(BasePolicy):
         return self._cache["polyak"]
 
     def expected_widths(self) -> dict[str, Tensor]:
-        return {g: gate.pi.detach().sum() for g, gate in self.gates().items()}
+        return {g: gate.keep_prob.detach().sum() for g, gate in self.gates().items()}
 
     def param_counts(self) -> dict[str, int]:
         """Actual parameters of the live modules (weights, biases, BN affine; gates and targets not counted)."""
@@ -164,51 +201,10 @@ class XiPolicy(BasePolicy):
         return {"update": update_flops(structure, batch_size, self.gated, gate_every, estimator),
                 "env_step": int(expected_flops(structure, {}, deploy_only=True))}
 
-    # ----- modules by structural name (for the pruner) -------------------------------------------------------------
-    def _mlp_pair(self, name: str) -> list[nn.Module]:
-        if name == "actor":
-            return [self.actor]
-        return [getattr(self, name), getattr(self, f"{name}_target")]
-
-    def linears(self, layer: str) -> list[nn.Linear]:
-        """The linear modules of a structural layer (a critic's layer and its target copy)."""
-        head, index = parse_name(layer)
-        if head in OFENET_BLOCKS:
-            return [getattr(self.ofenet, head).layers[int(index)].linear]
-        if layer == "aux_head":
-            return [self.ofenet.aux_head]
-        modules = self._mlp_pair(head)
-        if index.isdigit():
-            return [m.trunk.linears[int(index)] for m in modules]
-        return [getattr(m, index) for m in modules]
-
-    def unit_modules(self, group: str) -> list[nn.Module]:
-        """Modules that hold one entry per unit of a gated group: BN and gate (targets included)."""
-        head, index = parse_name(group)
-        if head in OFENET_BLOCKS:
-            layer = getattr(self.ofenet, head).layers[int(index)]
-            return [layer.bn] + ([layer.gate] if layer.gate is not None else [])
-        return [m.trunk.gates[int(index)] for m in self._mlp_pair(head) if len(m.trunk.gates)]
-
     def optimizers(self) -> list[torch.optim.Optimizer]:
         found = [self.ofenet_optimizer, self.actor_optimizer, self.critic_optimizer, self.ent_coef_optimizer,
                  self.gate_optimizer]
         return [o for o in found if o is not None]
-
-    def drop_empty_layers(self) -> None:
-        """Remove DenseNet layers left with no units (and their parameters from every optimizer)."""
-        dropped: set[nn.Parameter] = set()
-        for block in (self.ofenet.state, self.ofenet.state_action):
-            kept = [layer for layer in block.layers if layer.linear.out_features > 0]
-            for layer in block.layers:
-                if layer.linear.out_features == 0:
-                    dropped.update(layer.parameters())
-            block.layers = nn.ModuleList(kept)
-        for optimizer in self.optimizers():
-            for group in optimizer.param_groups:
-                group["params"] = [q for q in group["params"] if q not in dropped]
-            for q in dropped:
-                optimizer.state.pop(q, None)
 
     # ----- optimizers ----------------------------------------------------------------------------------------------
     def make_optimizers(self) -> None:
@@ -218,8 +214,8 @@ class XiPolicy(BasePolicy):
         self.actor_optimizer = adam(weights_of(self.actor), lr=lr)
         self.critic_optimizer = adam(weights_of(self.critic1) + weights_of(self.critic2), lr=lr)
         self.ent_coef_optimizer = adam([self.log_ent_coef], lr=lr)
-        gate_params = [g.pi for g in self.gates().values()]
-        self.gate_optimizer = adam(gate_params, lr=cfg.pi_lr) if gate_params else None
+        gate_params = [g.keep_prob for g in self.gates().values()]
+        self.gate_optimizer = adam(gate_params, lr=cfg.gate_lr) if gate_params else None
 
     # ----- acting --------------------------------------------------------------------------------------------------
     def _predict(self, observation: Tensor, deterministic: bool = False) -> Tensor:

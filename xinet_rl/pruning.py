@@ -24,23 +24,30 @@ def update_counters(gates: dict[str, nn.Module], eps: float) -> None:
     """One pruning check: count consecutive checks with ``π ≤ eps``; a unit that rose above resets to 0."""
     with torch.no_grad():
         for gate in gates.values():
-            at_zero = gate.pi <= eps
+            at_zero = gate.keep_prob <= eps
             gate.zero_checks.copy_(torch.where(at_zero, gate.zero_checks + 1, torch.zeros_like(gate.zero_checks)))
 
 
 def units_to_keep(gates: dict[str, nn.Module], patience: int, min_units: int) -> dict[str, Tensor]:
-    """Boolean keep-mask per group. DenseNet groups (``state*``) may lose every unit; MLP groups keep the
-    ``min_units`` units with the largest ``π`` (ties: fewest zero checks) even when all are due."""
-    keep = {}
-    for group, gate in gates.items():
-        mask = gate.zero_checks < patience
+    """Boolean keep-mask per group: the units not at 0 for ``patience`` checks in a row, with the floor of
+    :func:`with_min_units`."""
+    return with_min_units({group: gate.zero_checks < patience for group, gate in gates.items()}, gates, min_units)
+
+
+def with_min_units(keep: dict[str, Tensor], gates: dict[str, nn.Module], min_units: int) -> dict[str, Tensor]:
+    """``keep`` with every MLP layer given at least ``min_units`` units: those with the largest ``π`` (ties: fewest
+    zero checks) join its mask. A DenseNet layer (OFENet's groups) may lose every unit, since its block reads the
+    others. The masks of ``keep`` are not changed."""
+    out = {}
+    for group, mask in keep.items():
         floor = 0 if in_ofenet(group) else min(min_units, mask.numel())
         if int(mask.sum()) < floor:
-            score = gate.pi.detach() * (1 << 20) - gate.zero_checks.float()
+            gate = gates[group]
+            score = gate.keep_prob.detach() * (1 << 20) - gate.zero_checks.float()
             mask = mask.clone()
             mask[torch.topk(score, floor).indices] = True
-        keep[group] = mask
-    return keep
+        out[group] = mask
+    return out
 
 
 def prune(policy, keep: dict[str, Tensor]) -> dict[str, int]:
@@ -72,7 +79,8 @@ def prune(policy, keep: dict[str, Tensor]) -> dict[str, int]:
             continue
         r = rows.nonzero().squeeze(1) if rows_change else None
         c = cols.nonzero().squeeze(1) if cols_change else None
-        for linear in policy.linears(layer.name):
+        modules = policy.layer_modules(layer.name)
+        for linear in modules.linears:
             device = linear.weight.device
             rr = r.to(device) if r is not None else None
             cc = c.to(device) if c is not None else None
@@ -80,7 +88,7 @@ def prune(policy, keep: dict[str, Tensor]) -> dict[str, int]:
             if linear.bias is not None:
                 replace(linear, "bias", lambda t, rr=rr: _take(t, rr, 0))
         if rows_change:
-            for unit_module in policy.unit_modules(layer.out):  # BN and gates (online and target)
+            for unit_module in modules.unit_modules:  # BN and gates (online and target)
                 idx = r.to(next(iter(unit_module.state_dict().values())).device)
                 for name, _ in list(unit_module.named_parameters(recurse=False)):
                     replace(unit_module, name, lambda t, idx=idx: t.index_select(0, idx))
@@ -93,9 +101,24 @@ def prune(policy, keep: dict[str, Tensor]) -> dict[str, int]:
             module.out_features, module.in_features = module.weight.shape
         elif isinstance(module, nn.BatchNorm1d):
             module.num_features = module.running_mean.shape[0]
-    policy.drop_empty_layers()
+    _drop_empty_dense_layers(policy)
     policy.widths = _new_widths(policy.widths, full)
     return removed
+
+
+def _drop_empty_dense_layers(policy) -> None:
+    """Remove DenseNet layers left with no units (and their parameters from every optimizer)."""
+    dropped: set[nn.Parameter] = set()
+    for block in (policy.ofenet.state, policy.ofenet.state_action):
+        for layer in block.layers:
+            if layer.linear.out_features == 0:
+                dropped.update(layer.parameters())
+        block.layers = nn.ModuleList([layer for layer in block.layers if layer.linear.out_features > 0])
+    for optimizer in policy.optimizers():
+        for group in optimizer.param_groups:
+            group["params"] = [q for q in group["params"] if q not in dropped]
+        for q in dropped:
+            optimizer.state.pop(q, None)
 
 
 def prune_to_fraction(policy, keep_fraction: float) -> dict[str, int]:

@@ -33,7 +33,13 @@ REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "don
 
 
 class TensorReplayBuffer(ReplayBuffer):
-    """SB3's replay buffer with batches gathered by torch indexing (same batches, fewer copies)."""
+    """SB3's replay buffer with batches gathered by torch indexing (same batches, fewer copies).
+
+    :param buffer_size: transitions held (SB3's, divided among the environments).
+    :param observation_space: the environment's; a float Box of another dtype is stored as float32.
+    :param args: SB3's ``ReplayBuffer`` arguments (action space, device, number of environments, ...).
+    :param kwargs: SB3's ``ReplayBuffer`` keyword arguments.
+    """
 
     def __init__(self, buffer_size: int, observation_space: spaces.Space, *args: Any, **kwargs: Any) -> None:
         super().__init__(buffer_size, float32_box(observation_space), *args, **kwargs)

@@ -17,6 +17,7 @@ OBS, ACT = "obs", "act"
 STATE, STATE_ACTION, ACTOR = "state", "state_action", "actor"
 CRITICS = ("critic1", "critic2")
 OFENET_BLOCKS = (STATE, STATE_ACTION)
+AUX_HEAD = "aux_head"  # the auxiliary head's layer name
 DEPLOYED = (STATE, ACTOR)  # the networks of the deployable policy: OFENet's state block and the actor
 
 
@@ -126,6 +127,29 @@ class Structure:
     def gated_groups(self) -> list[str]:
         return [layer.out for layer in self.layers if layer.out is not None]
 
+    def layer(self, name: str) -> LayerSpec:
+        """The layer called ``name`` (``state.0``, ``aux_head``, ``actor.mu``, ``critic1.out``, ...)."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer {name!r} in this structure")
+
+    def has_layer(self, name: str) -> bool:
+        return any(layer.name == name for layer in self.layers)
+
+    def in_dim(self, name: str) -> int:
+        """The input width of layer ``name``: the summed widths of the groups it reads."""
+        return sum(self.groups[g] for g in self.layer(name).inputs)
+
+    def hidden_layers(self, network: str) -> list[LayerSpec]:
+        """The gated layers of ``network`` (``state``, ``state_action``, ``actor``, ``critic1``, ``critic2``), in
+        order."""
+        return [layer for layer in self.layers if layer.out is not None and network_of(layer.out) == network]
+
+    def heads(self, network: str) -> list[LayerSpec]:
+        """The ungated output layers of ``network`` (``actor``: ``mu`` and ``log_std``; a critic: ``out``)."""
+        return [layer for layer in self.layers if layer.out is None and network_of(layer.name) == network]
+
 
 def build_structure(w: Widths, version: int = 0) -> Structure:
     """The structure of a model of widths ``w`` (``version``: how often that model was pruned)."""
@@ -154,7 +178,7 @@ def build_structure(w: Widths, version: int = 0) -> Structure:
     z_s = dense_block(STATE, w.state, (OBS,), deploy=True)
     z_sa = dense_block(STATE_ACTION, w.state_action, z_s + (ACT,), deploy=False)
     if w.aux_dim > 0:
-        layers.append(LayerSpec("aux_head", z_sa, None, w.aux_dim, "ofenet"))
+        layers.append(LayerSpec(AUX_HEAD, z_sa, None, w.aux_dim, "ofenet"))
     mlp(ACTOR, w.actor, z_s, {"mu": w.act_dim, "log_std": w.act_dim}, deploy=True)
     for critic in CRITICS:
         mlp(critic, getattr(w, critic), z_sa, {"out": 1}, deploy=False)

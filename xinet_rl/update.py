@@ -1,7 +1,7 @@
 """The gradient update of :class:`~xinet_rl.agents.xisac.XiSAC`, readable top to bottom in one place.
 
 :meth:`GatedSACUpdate.step` is one update: OFENet's auxiliary step (:meth:`~GatedSACUpdate.ofenet_step`), the SAC
-step (critics, actor, temperature, targets: :meth:`~GatedSACUpdate.sac_step`) and, every ``pi_update_every``
+step (critics, actor, temperature, targets: :meth:`~GatedSACUpdate.sac_step`) and, every ``gate_update_every``
 updates, the gate step (:meth:`~GatedSACUpdate.apply_gate_step`: each network's loss part of the ``π`` gradient from
 its estimator, plus ``α ∂C/∂π``, one projected Adam step, then the budget's floor and controller).
 :meth:`~GatedSACUpdate.pretrain_step` is one of OFENet's pre-training updates. Both are tensor work only, with no host
@@ -83,21 +83,21 @@ class GatedSACUpdate:
                        for _ in range(2 if has_ofenet else 1)]
         else:
             batches = [self.replay_buffer.gather(r) for r in rows]
-        pi_grads: dict[str, Tensor] | None = {} if gate_step else None
-        aux_loss = (self.ofenet_step(batch_size, update_gates=False, pi_grads=pi_grads, data=batches[0])
+        keep_prob_grads: dict[str, Tensor] | None = {} if gate_step else None
+        aux_loss = (self.ofenet_step(batch_size, update_gates=False, keep_prob_grads=keep_prob_grads, data=batches[0])
                     if has_ofenet else torch.zeros((), device=self.device))
-        losses = self.sac_step(batch_size, pi_grads, data=batches[-1])
-        if pi_grads is not None:  # gates: loss part / s_k plus α ∂C/∂π, one projected Adam step (and the budget's)
-            self.apply_gate_step(pi_grads, adapt_strength=True)
+        losses = self.sac_step(batch_size, keep_prob_grads, data=batches[-1])
+        if keep_prob_grads is not None:  # gates: loss part / s_k plus α ∂C/∂π, a projected Adam step (and the budget's)
+            self.apply_gate_step(keep_prob_grads, adapt_strength=True)
         return {"aux_loss": aux_loss, **losses}
 
-    def sac_step(self, batch_size: int, pi_grads: dict[str, Tensor] | None,
-                    data: ReplayBufferSamples | None = None) -> dict[str, Tensor]:
+    def sac_step(self, batch_size: int, keep_prob_grads: dict[str, Tensor] | None,
+                 data: ReplayBufferSamples | None = None) -> dict[str, Tensor]:
         """Critic, actor, temperature and target updates on one minibatch (``data``, or one sampled here). OFENet is
-        only read (mean mode, BN on running statistics); with ``pi_grads`` the actor's and critics' gate gradients
-        are collected into it."""
+        only read (mean mode, BN on running statistics); with ``keep_prob_grads`` the actor's and critics' gate
+        gradients are collected into it."""
         p = self.policy
-        gate_step = pi_grads is not None
+        gate_step = keep_prob_grads is not None
         if data is None:
             data = self.replay_buffer.sample(batch_size, env=self.vec_normalize_env)
         ent_coef = p.log_ent_coef.detach().exp()
@@ -122,10 +122,10 @@ class GatedSACUpdate:
         masks = tapes[0].masks + tapes[1].masks if gate_step else []
         weight_grads, mask_grads = self._grads(p.critic_optimizer, critic_loss, masks, keep_graph=gate_step)
         if gate_step:  # 0.5·mean_b (q_b − y_b)²: B·∂²L/∂q_b² = 1 for each critic; one curvature pass for both
-            grads = self._loss_pi_grads(masks, mask_grads, torch.stack([q1, q2], -1), gn_coef=1.0, probe=False)
+            grads = self._loss_keep_prob_grads(masks, mask_grads, torch.stack([q1, q2], -1), gn_coef=1.0, probe=False)
             scale = p.loss_scales["critic"].update(critic_loss)
-            self._collect(pi_grads, ("critic1",), grads[:n1], scale)
-            self._collect(pi_grads, ("critic2",), grads[n1:], scale)
+            self._collect(keep_prob_grads, ("critic1",), grads[:n1], scale)
+            self._collect(keep_prob_grads, ("critic2",), grads[n1:], scale)
         self._apply(p.critic_optimizer, weight_grads)
 
         # Actor: sampled actor masks, critics and OFENet in mean mode; gradient reaches the action through z_sa.
@@ -148,7 +148,8 @@ class GatedSACUpdate:
             else:
                 grads = straight_through(tape.masks, mask_grads)
             # The actor loss has an arbitrary offset (−Q): its scale is the spread of the per-sample losses.
-            self._collect(pi_grads, ("actor",), grads, p.loss_scales["actor"].update(actor_losses.detach().std()))
+            actor_scale = p.loss_scales["actor"].update(actor_losses.detach().std())
+            self._collect(keep_prob_grads, ("actor",), grads, actor_scale)
         self._apply(p.actor_optimizer, weight_grads)
 
         # Entropy temperature: loss −log α · mean(log π + H̄), whose gradient is −mean(log π + H̄).
@@ -164,19 +165,19 @@ class GatedSACUpdate:
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
                 "ent_coef_loss": ent_loss.detach(), "ent_coef": ent_coef}
 
-    def ofenet_step(self, batch_size: int, update_gates: bool, pi_grads: dict[str, Tensor] | None = None,
-                       data: ReplayBufferSamples | None = None) -> Tensor:
+    def ofenet_step(self, batch_size: int, update_gates: bool, keep_prob_grads: dict[str, Tensor] | None = None,
+                    data: ReplayBufferSamples | None = None) -> Tensor:
         """One auxiliary (next-observation MSE) step on OFENet weights, BN on batch statistics, on ``data`` (or a
         minibatch sampled here).
 
-        With ``update_gates`` the gate step is taken here (pre-training); with ``pi_grads`` the OFENet part of the gate
-        gradient is collected for the joint gate step.
+        With ``update_gates`` the gate step is taken here (pre-training); with ``keep_prob_grads`` the OFENet part of
+        the gate gradient is collected for the joint gate step.
         """
         p = self.policy
         if data is None:
             data = self.replay_buffer.sample(batch_size, env=self.vec_normalize_env)
         target = data.next_observations[:, : p.widths.aux_dim]
-        want_gates = self.config.gated and (update_gates or pi_grads is not None)
+        want_gates = self.config.gated and (update_gates or keep_prob_grads is not None)
         (tape,) = self._tapes(batch_size, *OFENET_BLOCKS, joint=True, gate_step=want_gates)
         with p.ofenet.aux_mode():
             _, _, prediction = p.ofenet(data.observations, data.actions, tape)
@@ -184,10 +185,10 @@ class GatedSACUpdate:
             masks = tape.masks if want_gates else []
             weight_grads, mask_grads = self._grads(p.ofenet_optimizer, loss, masks, keep_graph=want_gates)
             if want_gates:  # mean over B·D squared errors: B·∂²L/∂f_bk² = 2/D
-                grads = self._loss_pi_grads(masks, mask_grads, prediction, gn_coef=2.0 / prediction.shape[-1])
+                grads = self._loss_keep_prob_grads(masks, mask_grads, prediction, gn_coef=2.0 / prediction.shape[-1])
         self._apply(p.ofenet_optimizer, weight_grads)
         if want_gates:
-            collected = {} if pi_grads is None else pi_grads
+            collected = {} if keep_prob_grads is None else keep_prob_grads
             scale = p.loss_scales["ofenet"].update(loss)
             self._collect(collected, OFENET_BLOCKS, grads, scale)
             if update_gates:
@@ -210,8 +211,8 @@ class GatedSACUpdate:
             param.grad = grad
         optimizer.step()
 
-    def _loss_pi_grads(self, masks: list[Tensor], mask_grads: list[Tensor], outputs: Tensor, gn_coef: float,
-                       probe: bool = True) -> list[Tensor]:
+    def _loss_keep_prob_grads(self, masks: list[Tensor], mask_grads: list[Tensor], outputs: Tensor, gn_coef: float,
+                              probe: bool = True) -> list[Tensor]:
         """The loss part of the ``π`` gradient for a squared-error loss on ``outputs`` (see :mod:`xinet_rl.gates`)."""
         if self.config.gate_estimator == "straight_through":
             return straight_through(masks, mask_grads)
@@ -225,19 +226,19 @@ class GatedSACUpdate:
             return [MaskTape(replay=[]) for _ in range(1 if joint else len(networks))]
         gates = self.policy.gates()
         groups = [self._groups((n,)) for n in networks]
-        tape = MaskTape.draw_all([gates[g].pi for gs in groups for g in gs], batch, self.mask_rng,
+        tape = MaskTape.draw_all([gates[g].keep_prob for gs in groups for g in gs], batch, self.mask_rng,
                                  requires_grad=gate_step)
         return [tape] if joint else tape.split([len(gs) for gs in groups])
 
     def _groups(self, prefixes: tuple[str, ...]) -> list[str]:
         return [g for g in self.policy.gates() if network_of(g) in prefixes]
 
-    def _collect(self, pi_grads: dict[str, Tensor], prefixes: tuple[str, ...], grads: list[Tensor],
+    def _collect(self, keep_prob_grads: dict[str, Tensor], prefixes: tuple[str, ...], grads: list[Tensor],
                  scale: Tensor) -> None:
         """File the loss part of each group's ``π`` gradient, divided by the network's loss scale ``s_k``."""
         groups = self._groups(prefixes)
         if groups:
-            pi_grads.update(zip(groups, torch._foreach_div(grads, scale)))
+            keep_prob_grads.update(zip(groups, torch._foreach_div(grads, scale)))
 
     def apply_gate_step(self, loss_grads: dict[str, Tensor], adapt_strength: bool = False) -> None:
         """One projected Adam step on every ``π`` that has a loss gradient: loss part plus ``α ∂C/∂π``. A
@@ -246,10 +247,10 @@ class GatedSACUpdate:
         state block's share of it."""
         p = self.policy
         gates = p.gates()
-        costs = p.regularizer.unit_costs(p.structure(), {g: gate.pi for g, gate in gates.items()})
+        costs = p.regularizer.unit_costs(p.structure(), {g: gate.keep_prob for g, gate in gates.items()})
         groups = [g for g in gates if g in loss_grads]
         for group in gates:
-            gates[group].pi.grad = None
+            gates[group].keep_prob.grad = None
         if not groups:
             return
         budget = p.budget
@@ -257,14 +258,14 @@ class GatedSACUpdate:
             # state-action block is not deployed, and at the state block's price it lost 215 of 240 units (HalfCheetah)
             relief = (math.log(self.config.prune_strength) - p.regularizer.log_strength).exp()
             costs = {g: (cost if network_of(g) == STATE else cost * relief) for g, cost in costs.items()}
-        before = [gate.pi.detach().clone() for gate in gates.values()] if budget is not None else []
+        before = [gate.keep_prob.detach().clone() for gate in gates.values()] if budget is not None else []
         for group, grad in zip(groups, torch._foreach_add([loss_grads[g] for g in groups], [costs[g] for g in groups])):
-            gates[group].pi.grad = grad
+            gates[group].keep_prob.grad = grad
         p.gate_optimizer.step()
         with torch.no_grad():  # projection onto [0, 1]
-            pis = [gate.pi for gate in gates.values()]
-            torch._foreach_clamp_min_(pis, 0.0)
-            torch._foreach_clamp_max_(pis, 1.0)
+            keep_probs = [gate.keep_prob for gate in gates.values()]
+            torch._foreach_clamp_min_(keep_probs, 0.0)
+            torch._foreach_clamp_max_(keep_probs, 1.0)
         if budget is not None:  # the budget's floor, then the controller's step on α (pre-training: the state block's)
             structure, state_only = p.structure(), not adapt_strength
             target = budget.state_target if state_only else budget.target

@@ -28,15 +28,16 @@ from xinet_rl.agents.persistence import (checkpoint_contents, model_path, read_m
                                          same_but_float_dtype, space_from_json, space_to_json)
 from xinet_rl.budget import Budget, deploy_cost, fit_keep, guard_keep, resolve_budget
 from xinet_rl.checkpoint import read_checkpoint, write_checkpoint
-from xinet_rl.config import AgentConfig, ConfigError, UnknownKeyError, agent_config, agent_kwargs
+from xinet_rl.config import (AgentConfig, ConfigError, UnknownKeyError, agent_config, agent_kwargs,
+                             current_keys)
 from xinet_rl.cost import pretrain_flops, update_flops
 from xinet_rl.cuda_graph import GraphedAct, GraphedUpdate
 from xinet_rl.guards import TrainingError
 from xinet_rl.io import ModelFileError, _versions, write_model_file
 from xinet_rl.policy import XiPolicy
-from xinet_rl.pruning import prune, units_to_keep, update_counters
+from xinet_rl.pruning import prune, units_to_keep, update_counters, with_min_units
 from xinet_rl.replay import TensorReplayBuffer
-from xinet_rl.structure import Widths, build_structure, in_ofenet, network_of
+from xinet_rl.structure import Widths, build_structure, network_of
 from xinet_rl.update import LOSS_DESCRIPTIONS, GatedSACUpdate
 
 
@@ -125,6 +126,17 @@ class XiSAC(OffPolicyAlgorithm):
         value is checked as ``xinet-train --set`` checks it, with the same messages (:class:`~xinet_rl.config
         .ConfigError`, a ``ValueError``; an unknown keyword is an :class:`~xinet_rl.config.UnknownKeyError`, also a
         ``TypeError``). ``train_freq`` and ``gradient_steps`` are SB3's (``train_freq=(4, "step")`` is accepted).
+    :param seed: seed of the networks' initialisation, the masks, the replay sampling, the actions and the
+        environments (SB3's).
+    :param device: ``"cpu"``, ``"cuda"``, a ``torch.device`` or ``"auto"`` (SB3's: CUDA when there is one).
+    :param verbose: SB3's: 0 silent, 1 training information, 2 debug.
+    :param tensorboard_log: SB3's: the TensorBoard directory, or ``None``.
+    :param stats_window_size: SB3's: episodes averaged for the rollout statistics.
+    :param widths: the networks' widths (:class:`~xinet_rl.structure.Widths`), for a pruned model or the ``small``
+        variant; default: the widths the config gives for the environment.
+    :param _init_setup_model: SB3's: build the networks now (``False`` while loading).
+    :param _stored_config: the config was read back from a model file: taken as it is, not checked again.
+    :param overrides: config keys, each overriding the field of ``config``.
     """
 
     policy_aliases = {"MlpPolicy": XiPolicy, "XiPolicy": XiPolicy}
@@ -194,7 +206,7 @@ class XiSAC(OffPolicyAlgorithm):
             self._pretrain(batch_size)
         values = None
         for _ in range(gradient_steps):
-            gate_step = cfg.gated and self._n_updates % cfg.pi_update_every == 0
+            gate_step = cfg.gated and self._n_updates % cfg.gate_update_every == 0
             graphed = self._graphed_update(batch_size)
             if graphed is None:
                 started = time.perf_counter()
@@ -249,7 +261,7 @@ class XiSAC(OffPolicyAlgorithm):
         """Replay one graphed update. Every :attr:`check_every` updates, read (and check) the losses; the updates
         just before the read, one whole gate cycle of them, are timed on the GPU (the host only launches a graph, so
         its clock would time the launch)."""
-        cycle = min(self.config.pi_update_every, self.check_every)
+        cycle = min(self.config.gate_update_every, self.check_every)
         phase = self._n_updates % self.check_every
         graphed.step(gate_step, timed=phase >= self.check_every - cycle)
         if phase != 0:
@@ -278,7 +290,7 @@ class XiSAC(OffPolicyAlgorithm):
                                 f"{self.num_timesteps} (gradient update {self._n_updates}{since})")
         if self.config.gated and self._n_updates % self.check_every == 0:
             for group, gate in self.policy.gates().items():
-                if not bool(torch.isfinite(gate.pi).all()):
+                if not bool(torch.isfinite(gate.keep_prob).all()):
                     raise TrainingError(f"non-finite gate parameter in layer {group} at step {self.num_timesteps}")
         return values
 
@@ -294,7 +306,7 @@ class XiSAC(OffPolicyAlgorithm):
         p = self.policy
         if not p.gated:
             return {}
-        state = {"prune_strength": p.regularizer.alpha}
+        state = {"prune_strength": p.regularizer.strength}
         if p.budget is not None:
             structure, gates = p.structure(), p.gates()
             on = float(p.budget.on_cost(structure, gates))
@@ -306,7 +318,7 @@ class XiSAC(OffPolicyAlgorithm):
 
     def flops(self) -> dict[str, int]:
         """Matmul FLOPs per gradient update (averaged over the gate-step schedule) and per environment step."""
-        return self.policy.flops(self.batch_size, self.config.pi_update_every, self.config.gate_estimator)
+        return self.policy.flops(self.batch_size, self.config.gate_update_every, self.config.gate_estimator)
 
     def _update_flops(self, batch_size: int) -> tuple[int, int]:
         """Matmul FLOPs of one update with and without the gate step at the current widths (recomputed when the
@@ -340,11 +352,8 @@ class XiSAC(OffPolicyAlgorithm):
         budget, those with the lowest ``π`` go too, until the policy fits (:func:`fit_keep`). Returns the units
         removed per group."""
         cfg, p = self.config, self.policy
-        keep = {g: gate.pi.detach() > cfg.prune_eps for g, gate in p.gates().items()}
-        for group, mask in keep.items():  # an MLP layer keeps min_units units, as the pruner does
-            floor = min(cfg.min_units, mask.numel())
-            if not in_ofenet(group) and int(mask.sum()) < floor:
-                mask[torch.topk(p.gates()[group].pi.detach(), floor).indices] = True
+        on = {g: gate.keep_prob.detach() > cfg.prune_eps for g, gate in p.gates().items()}
+        keep = with_min_units(on, p.gates(), cfg.min_units)  # an MLP layer keeps min_units units, as pruning does
         if p.budget is not None:
             keep = fit_keep(keep, p.gates(), p.structure(), p.budget.kind, float(p.budget.target), cfg.min_units)
         removed = prune(p, keep)
@@ -395,11 +404,11 @@ class XiSAC(OffPolicyAlgorithm):
             sums: dict[str, float] = {}
             for group, gate in p.gates().items():
                 network = network_of(group)
-                sums[network] = sums.get(network, 0.0) + float(gate.pi.detach().sum())
-                self.logger.record(f"gates/pi/{group}", gate.pi.detach().cpu().clone(),
+                sums[network] = sums.get(network, 0.0) + float(gate.keep_prob.detach().sum())
+                self.logger.record(f"gates/keep_prob/{group}", gate.keep_prob.detach().cpu().clone(),
                                    exclude=("stdout", "log", "json", "csv"))
             for network, total in sums.items():
-                self.logger.record(f"gates/sum_pi/{network}", total)
+                self.logger.record(f"gates/sum_keep_prob/{network}", total)
             for name, value in self.budget_state().items():
                 self.logger.record(f"budget/{name}", value)
         for kind, value in p.expected_param_counts().items():
@@ -456,7 +465,7 @@ class XiSAC(OffPolicyAlgorithm):
     def _from_metadata(cls, meta: dict[str, Any], path: str | Path, env: GymEnv | None,
                        device: torch.device | str, force_reset: bool = True, **kwargs: Any) -> "XiSAC":
         try:
-            config = AgentConfig(**meta["config"])
+            config = AgentConfig(**current_keys(meta["config"]))
             widths = Widths.from_dict(meta["widths"])
             obs_space = space_from_json(meta["observation_space"])
             act_space = space_from_json(meta["action_space"])

@@ -101,7 +101,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 class Parser(argparse.ArgumentParser):
     """argparse with the same one-line error format and exit code 2, ``--version``, and every option's default in
-    ``--help``."""
+    ``--help``.
+
+    :param args: ``argparse.ArgumentParser``'s arguments.
+    :param kwargs: its keyword arguments (``formatter_class`` defaults to one that shows the defaults).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)

@@ -145,7 +145,10 @@ def _float32_bounds(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.n
 
 class Float32Observation(gym.ObservationWrapper):
     """Observations as float32, the replay buffer's storage type, with a float32 Box built from float32 bounds
-    (gymnasium's ``DtypeObservation`` passes the float64 bounds on and warns about the lost precision)."""
+    (gymnasium's ``DtypeObservation`` passes the float64 bounds on and warns about the lost precision).
+
+    :param env: an environment with a Box observation space of any float dtype.
+    """
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)

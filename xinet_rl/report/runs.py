@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from xinet_rl.config import TrainConfig
+from xinet_rl.config import TrainConfig, current_keys
 
 GRID_FILE = "grid_point.json"  # written by xinet-compare --grid into each run directory: {key: value, ...}
 
@@ -21,6 +21,21 @@ class RunError(ValueError):
 
 @dataclass
 class RunRecord:
+    """A finished run as a report reads it (:func:`read_run`): its files' contents and where it stands in a
+    comparison.
+
+    :param path: the run directory.
+    :param variant: the run's variant (``xinet``, ``unpruned``, ``small``, ``sac``, ``sb3-sac``).
+    :param seed: the run's seed.
+    :param summary: its ``summary.json``.
+    :param steps: the steps of its evaluations.
+    :param returns: the mean return of each evaluation.
+    :param latency_ms: the deployable policy's batch-1 latency, where measured.
+    :param config: its ``config.yaml``, with current key names.
+    :param grid_file: its ``grid_point.json``, where xinet-compare wrote one.
+    :param grid: its grid point, set by xinet-compare or by :func:`assign_grid_points`.
+    """
+
     path: Path
     variant: str
     seed: int
@@ -67,7 +82,7 @@ def read_run(path: str | Path) -> RunRecord:
             raise RunError(f"{path} is not a finished run ({needed.name} is missing)")
     try:
         summary = json.loads(summary_file.read_text())
-        config = yaml.safe_load(config_file.read_text()) or {}
+        config = current_keys(yaml.safe_load(config_file.read_text()) or {})
         with table.open(newline="") as handle:
             rows = [r for r in csv.DictReader(handle) if r.get("event", "eval") == "eval"]
         steps = [int(r["step"]) for r in rows]

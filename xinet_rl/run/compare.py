@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from xinet_rl.checkpoint import checkpoint_dirs
-from xinet_rl.config import BUDGET_KEYS, VARIANTS, resolve_config
+from xinet_rl.config import BUDGET_KEYS, VARIANT_KEYS, VARIANTS, resolve_config
 from xinet_rl.io import write_text_atomic
 from xinet_rl.report.runs import GRID_FILE
 from xinet_rl.run.cluster import join_cluster
@@ -84,17 +84,18 @@ def plan_runs(env_id: str, variants: list[str], points: list[tuple[dict, list[st
     for variant in sorted(variants, key=lambda v: v != "xinet"):
         for full_grid, full_sets in points:
             grid, sets = full_grid, full_sets
-            if variant != "xinet":  # budgets are for the gated agent only
-                sets = [s for s in full_sets if s.partition("=")[0] not in BUDGET_KEYS]
-                if variant != "small":
-                    grid = {k: v for k, v in full_grid.items() if k not in BUDGET_KEYS}
+            # keys the variant's composition sets (budgets are for the gated agent only) apply to the other variants
+            composed = set(VARIANT_KEYS.get(variant, {})) | (set(BUDGET_KEYS) if variant != "xinet" else set())
+            if composed:
+                sets = [s for s in full_sets if s.partition("=")[0] not in composed]
+                # a small run keeps the grid point of the xinet run it takes its widths from
+                grid = {k: v for k, v in full_grid.items() if k not in composed or variant == "small"}
             for seed in range(seeds):
                 run_dir = str(out / "runs" / run_name(variant, grid, seed))
                 if run_dir in planned:
                     continue
                 planned.add(run_dir)
-                extra = [o for o in overrides or [] if variant == "xinet" or o.partition("=")[0].strip()
-                         not in BUDGET_KEYS] + sets
+                extra = [o for o in overrides or [] if o.partition("=")[0].strip() not in composed] + sets
                 if variant in VARIANTS:
                     extra.append(f"variant={variant}")
                 after = None
