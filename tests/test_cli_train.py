@@ -258,8 +258,6 @@ BAD_INPUT = [
                  ["width_scale", "positive", "0"], id="zero-width-scale"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "gate_lr=abc"],
                  ["gate_lr", "number", "abc"], id="non-numeric-gate-lr"),
-    pytest.param(lambda d: ["--env", ENV_ID, "--variant", "sac", "--set", "ofenet_layers=4"],
-                 ["variant 'sac'", "ofenet_layers", "contradicts", "--set"], id="set-against-variant"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set"],
                  ["--set", "expected at least one argument"], id="set-without-pairs"),
     pytest.param(lambda d: ["--env", "HalfCheetah-v3"],

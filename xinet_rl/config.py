@@ -112,7 +112,10 @@ _BELOW_ONE = {"prune_eps"}  # π never exceeds 1: prune_eps 1 would count every 
 
 
 def current_keys(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with every former key name (:data:`RENAMED_KEYS`) replaced by its current one, order kept."""
+    """``values`` with every former key name (:data:`RENAMED_KEYS`) replaced by its current one, order kept. Not a
+    mapping: a ``TypeError``, which readers of files report as a malformed file."""
+    if not isinstance(values, dict):
+        raise TypeError(f"config keys must form a mapping, got {type(values).__name__}")
     return {RENAMED_KEYS.get(key, key): value for key, value in values.items()}
 
 
@@ -342,33 +345,26 @@ def resolve_config(env_id: str, config_file: str | None = None, overrides: list[
     shipped = env_config_path(env_id)
     if shipped is not None:
         apply_overrides(config, read_yaml(shipped), str(shipped), env_id)
-    chosen: dict[str, tuple[Any, str]] = {}  # what the user set, and where: a variant must not contradict it
     if config_file is not None:
-        values = current_keys(read_yaml(config_file))
-        apply_overrides(config, values, str(config_file), env_id)
-        chosen.update({k: (getattr(config, k), str(config_file)) for k in values})
+        apply_overrides(config, read_yaml(config_file), str(config_file), env_id)
     if overrides:
-        values = current_keys(parse_set(overrides))
-        apply_overrides(config, values, "--set", env_id)
-        chosen.update({k: (getattr(config, k), "--set") for k in values})
+        apply_overrides(config, parse_set(overrides), "--set", env_id)
     if total_steps is not None:
         apply_overrides(config, {"total_steps": total_steps}, "--total-steps", env_id)
-    config = apply_variant(config, chosen)
+    config = apply_variant(config)
     check_consistency(config)
     return config
 
 
-def apply_variant(config: TrainConfig, chosen: dict[str, tuple[Any, str]] | None = None) -> TrainConfig:
-    """Set the keys of ``config.variant``'s composition (:data:`VARIANT_KEYS`). ``chosen``: keys the user set, with
-    where; one the variant sets to another value is a :class:`ConfigError` rather than silently overridden."""
+def apply_variant(config: TrainConfig) -> TrainConfig:
+    """Set the keys of ``config.variant``'s composition (:data:`VARIANT_KEYS`): they win over the same keys from the
+    files and ``--set``, so one configuration serves every variant (the run's ``config.yaml`` records the values
+    used)."""
     if config.variant == "small" and not config.arch_from:
         raise ConfigError("variant 'small' needs --arch-from RUN (a pruned run directory or model file)")
     if config.variant != "small" and config.arch_from:
         raise ConfigError("--arch-from is only used by --variant small")
     for key, value in VARIANT_KEYS[config.variant].items():
-        if chosen and key in chosen and chosen[key][0] != value:
-            raise ConfigError(f"variant '{config.variant}' sets config key '{key}' to {value!r}, which contradicts "
-                              f"{key}={chosen[key][0]!r} from {chosen[key][1]}")
         setattr(config, key, value)
     return config
 
