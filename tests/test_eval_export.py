@@ -15,6 +15,8 @@ from stable_baselines3.common.monitor import Monitor
 from xinet_rl import XiSAC
 from xinet_rl.envs import make_env
 from xinet_rl.export import run_onnx
+from xinet_rl.run.errors import UsageError
+from xinet_rl.run.paths import arch_networks
 
 TINY = ["--total-steps", "600", "--set", "learning_starts=300", "--set", "ofenet_pretrain_steps=10",
         "--set", "batch_size=32", "--set", "buffer_size=1000", "--set", "eval_freq=600", "--set", "eval_episodes=1",
@@ -84,10 +86,26 @@ def test_onnx_runs_without_this_package(pruned_run, tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == "(3, 6)", proc.stderr[-800:]
 
 
+def test_arch_from_reads_the_model_file_or_the_summary(pruned_run, tmp_path):
+    # committed results keep config.yaml, summary.json and evaluations.csv, not the model file
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "summary.json").write_text((pruned_run / "summary.json").read_text())
+    final = json.loads((pruned_run / "summary.json").read_text())["widths_final"]
+    assert arch_networks(str(pruned_run)) == arch_networks(str(pruned_run / "model.safetensors")) == final
+    assert arch_networks(str(results)) == final
+    (results / "summary.json").write_text(json.dumps({"env": "HalfCheetah-v4"}))  # an unfinished run's
+    with pytest.raises(UsageError, match="no widths_final"):
+        arch_networks(str(results))
+
+
 @pytest.mark.slow
 def test_small_variant_builds_the_final_widths_and_unpruned_has_no_gates(pruned_run, tmp_path):
+    results = tmp_path / "results"  # the pruned run as committed: its summary without its model file
+    results.mkdir()
+    (results / "summary.json").write_text((pruned_run / "summary.json").read_text())
     small = tmp_path / "small"
-    proc = cli("train", "--env", "HalfCheetah-v4", *TINY, "--variant", "small", "--arch-from", pruned_run,
+    proc = cli("train", "--env", "HalfCheetah-v4", *TINY, "--variant", "small", "--arch-from", results,
                "--out", small)
     assert proc.returncode == 0, proc.stderr[-1500:]
     source = json.loads((pruned_run / "summary.json").read_text())
@@ -125,6 +143,8 @@ def test_sac_variant_has_no_ofenet(tmp_path):
     ("train", ["--env", "HalfCheetah-v4", "--variant", "tiny"], "invalid choice"),
     ("train", ["--env", "HalfCheetah-v4", "--variant", "small"], "needs --arch-from"),
     ("train", ["--env", "HalfCheetah-v4", "--variant", "small", "--arch-from", "/nonexistent"], "not found"),
+    ("train", ["--env", "HalfCheetah-v4", "--variant", "small", "--arch-from", "EMPTY"],
+     "has neither model.safetensors nor summary.json"),
 ])
 def test_bad_input_exit_2(pruned_run, tmp_path, module, args, message):
     (tmp_path / "empty").mkdir()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 OBS, ACT = "obs", "act"
 STATE, STATE_ACTION, ACTOR = "state", "state_action", "actor"
@@ -77,6 +78,28 @@ class Widths:
 
         return replace(self, state=scale(self.state), state_action=scale(self.state_action), actor=scale(self.actor),
                        critic1=scale(self.critic1), critic2=scale(self.critic2))
+
+    def with_networks(self, networks: dict[str, list[int]]) -> "Widths":
+        """These input and output dimensions with the hidden widths of ``networks`` (as :meth:`networks` gives them):
+        another run's final widths on this environment (the ``small`` variant)."""
+        networks = self.check_networks(networks)
+        return replace(self, state=networks["ofenet_state"], state_action=networks["ofenet_state_action"],
+                       actor=networks["actor"], critic1=networks["critic1"], critic2=networks["critic2"])
+
+    @staticmethod
+    def check_networks(networks: Any) -> dict[str, list[int]]:
+        """``networks`` as :meth:`networks` gives them, checked: every network named, every width a positive whole
+        number (``ValueError`` otherwise)."""
+        names = ("ofenet_state", "ofenet_state_action", "actor", "critic1", "critic2")
+        if not isinstance(networks, dict) or set(networks) != set(names):
+            raise ValueError(f"widths per network must name exactly {', '.join(names)}")
+        checked = {}
+        for name in names:
+            widths = networks[name]
+            if not isinstance(widths, list) or not all(type(w) is int and w >= 1 for w in widths):
+                raise ValueError(f"widths of {name} must be a list of positive whole numbers, not {widths!r}")
+            checked[name] = list(widths)
+        return checked
 
     def networks(self) -> dict[str, list[int]]:
         """Layer widths per network name, as reported in ``summary.json``."""

@@ -45,7 +45,7 @@ def build_parser() -> Parser:
                         "widths of --arch-from, from scratch, no gates) or sac (no OFENet) (default: the config's "
                         "variant, xinet)")
     parser.add_argument("--arch-from", metavar="RUN", help="pruned run directory or model file (for --variant small; "
-                        "default: none)")
+                        "a run directory without its model file gives its summary.json's widths_final; default: none)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest valid checkpoint "
                         "(takes only --total-steps, --device and --no-progress)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (default: a progress bar on "

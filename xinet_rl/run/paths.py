@@ -7,6 +7,7 @@ module is the one place that decides what that means.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,17 +67,29 @@ def resolve_env_id(path: Path, model: XiSAC, given: str | None) -> str:
     raise UsageError("the model does not record its environment: pass --env")
 
 
-def arch_widths(source: str) -> Widths:
-    """The final widths of a run directory (its ``model.safetensors``) or of a model file.
+def arch_networks(source: str) -> dict[str, list[int]]:
+    """The widths a run ended at, per network (``summary.json``'s ``widths_final``): from its model file, else from
+    its ``summary.json`` (committed results keep the summary and leave the model out).
 
     :param source: a run directory or a model file (``arch_from``)
-    :return: the widths its model ended at
+    :return: hidden widths per network name (``ofenet_state``, ``ofenet_state_action``, ``actor``, ``critic1``,
+        ``critic2``)
     """
     path = Path(source)
+    if path.is_dir() and not (path / "model.safetensors").is_file():
+        summary = path / "summary.json"
+        if not summary.is_file():
+            raise UsageError(f"run directory {path} has neither model.safetensors nor summary.json (unfinished run? "
+                             f"resume it first)")
+        try:
+            networks = json.loads(summary.read_text())["widths_final"]
+            return Widths.check_networks(networks)
+        except (KeyError, TypeError, ValueError):
+            raise UsageError(f"{summary}: no widths_final to train from (not a finished run's summary)") from None
     if path.is_dir():
         path = path / "model.safetensors"
     _, meta = read_model_file(path)
     try:
-        return Widths.from_dict(meta["widths"])
+        return Widths.from_dict(meta["widths"]).networks()
     except (KeyError, TypeError, ValueError):
         raise ModelFileError(f"{path}: the model file does not record its widths") from None

@@ -12,7 +12,7 @@ from xinet_rl.agents.xisac import check_budget
 from xinet_rl.config import BUDGET_KEYS, TrainConfig, resolve_config
 from xinet_rl.envs import check_env_id, make_env
 from xinet_rl.run.errors import UsageError
-from xinet_rl.run.paths import arch_widths, default_run_dir
+from xinet_rl.run.paths import arch_networks, default_run_dir
 from xinet_rl.run.resume import load_run_config, newest_valid_checkpoint
 
 
@@ -61,7 +61,7 @@ def plan_new_run(env_id: str, seed: int = 0, config_file: str | None = None, ove
         overrides.append(f"arch_from={arch_from}")
     config = resolve_config(env_id, config_file, overrides, total_steps)
     if config.variant == "small":
-        arch_widths(config.arch_from)  # a missing or foreign source run is a user error, before anything is written
+        arch_networks(config.arch_from)  # a missing or foreign source run is a user error, before anything is written
     if any(getattr(config, key) is not None for key in BUDGET_KEYS):  # a budget the model cannot meet, too
         probe = make_env(env_id, seed=seed)
         try:

@@ -19,14 +19,14 @@ from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from stable_baselines3.common.monitor import Monitor
 from torch.utils.tensorboard import SummaryWriter
 
-from xinet_rl.agents.xisac import XiSAC
+from xinet_rl.agents.xisac import XiSAC, initial_widths
 from xinet_rl.callbacks import Checkpoints, Evaluate, EvaluationsCSV, ProgressBar, RecordPruning
 from xinet_rl.checkpoint import checkpoint_dirs, env_state, set_env_state
 from xinet_rl.config import TrainConfig, agent_kwargs
 from xinet_rl.envs import make_env
 from xinet_rl.guards import FiniteObservations, GuardedEnv
 from xinet_rl.run.artifacts import final_evaluation, write_run_config, write_summary
-from xinet_rl.run.paths import arch_widths
+from xinet_rl.run.paths import arch_networks
 from xinet_rl.run.plan import TrainingPlan
 from xinet_rl.run.resume import record_total_steps
 
@@ -96,7 +96,9 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
     if resume_from is None:
         write_run_config(run_dir, env_id, seed, config)
         # small: the pruned run's widths (times width_scale, 1 unless asked otherwise)
-        widths = arch_widths(config.arch_from).scaled(config.width_scale) if config.variant == "small" else None
+        widths = (initial_widths(config, env.observation_space, env.action_space)
+                  .with_networks(arch_networks(config.arch_from)).scaled(config.width_scale)
+                  if config.variant == "small" else None)
         model = XiSAC(env, seed=seed, device=device, widths=widths, **agent_kwargs(config))
         run_info: dict[str, Any] = {"params_initial": model.policy.param_counts(),
                                     "widths_initial": model.policy.widths.networks(),
