@@ -221,7 +221,7 @@ def test_unit_costs_are_the_exact_cost_of_one_more_unit():
 # ----- the agent ---------------------------------------------------------------------------------------------------
 TINY = dict(learning_starts=100, ofenet_pretrain_steps=20, batch_size=32, ofenet_units=4, ofenet_layers=2,
             actor_widths=[32, 32], critic_widths=[16, 16], prune_start=100, prune_interval=50, budget_lr=0.05,
-            gate_lr=0.02, gate_update_every=1)
+            gate_lr=0.02, gate_update_every=1, prune_strength=0.1)
 
 
 @pytest.mark.slow

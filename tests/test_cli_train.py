@@ -111,7 +111,7 @@ def test_config_yaml_is_resolved(run):
         assert config[key] == value, key
     # the shipped HalfCheetah.yaml applies under the overrides
     assert config["ofenet_layers"] == 8 and config["ofenet_units"] == 30
-    assert config["prune_strength"] == pytest.approx(0.1)
+    assert config["prune_strength"] == pytest.approx(0.3) and config["prune_start"] == 1000  # the defaults
 
 
 @pytest.mark.slow  # the shared run takes about 50 s
@@ -160,7 +160,7 @@ def test_evaluations_csv_rows_at_each_eval_and_final_step(run):
     assert all(a < b for a, b in zip(flops, flops[1:])), flops
     assert flops[-1] == json.loads((out / "summary.json").read_text())["train_flops_total"]
     # a gated run without a budget: the strength it was given, and no budget columns
-    assert {r["prune_strength"] for r in rows} == {"0.1"}
+    assert {r["prune_strength"] for r in rows} == {"0.3"}
     assert {r["budget_target"] + r["budget_expected"] + r["budget_on"] + r["budget_held"] for r in rows} == {""}
 
 

@@ -52,7 +52,9 @@ class AgentConfig:
     width_scale: float = 1.0  # multiplies every hidden width (OFENet units, actor and critic layers), rounded, >= 1
     aux_target_dim: int = 0  # first dims of the next observation predicted by OFENet; 0 = all
     gated: bool = True
-    prune_strength: float = 0.1  # α: return versus size (with a budget: the controller's starting value)
+    # α: return versus size (with a budget: the controller's starting value); 0.3 and prune_start 1,000 from the
+    # study of docs/method.md ("The defaults")
+    prune_strength: float = 0.3
     # a budget for the deployable policy (at most one): a count (> 1), a fraction of the initial deployable cost in
     # (0, 1], or a percentage ("10%"); the strength is then adapted online so the run ends within it (xinet_rl/budget.py)
     target_deploy_params: Optional[float] = None
@@ -64,7 +66,7 @@ class AgentConfig:
     gate_update_every: int = 4  # gate step (and its estimator passes) every 4th update: docs/method.md
     gate_estimator: str = "curvature"
     loss_scale_decay: float = 0.99
-    prune_start: int = 10_000  # gradient updates before the first pruning check
+    prune_start: int = 1_000  # gradient updates before the first pruning check
     prune_interval: int = 1_000  # gradient updates between pruning checks
     prune_eps: float = 0.0  # a unit is "at 0" when its π is at most this
     prune_patience: int = 3  # consecutive checks at 0 before a unit is removed
