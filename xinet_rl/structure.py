@@ -80,9 +80,8 @@ class Widths:
                        critic1=scale(self.critic1), critic2=scale(self.critic2))
 
     def with_networks(self, networks: dict[str, list[int]]) -> "Widths":
-        """These input and output dimensions with the hidden widths of ``networks`` (as :meth:`networks` gives them):
-        another run's final widths on this environment (the ``small`` variant)."""
-        networks = self.check_networks(networks)
+        """These input and output dimensions with the hidden widths of ``networks`` (as :meth:`networks` gives them,
+        or :meth:`check_networks` returns them): another run's final widths on this environment (``small``)."""
         return replace(self, state=networks["ofenet_state"], state_action=networks["ofenet_state_action"],
                        actor=networks["actor"], critic1=networks["critic1"], critic2=networks["critic2"])
 
