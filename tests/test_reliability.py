@@ -107,6 +107,56 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_stop_during_pretraining_is_answered_within_an_update_and_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """SIGTERM arrives at OFENet's 20th of 200 pre-training updates (sent from the pre-training hook, so at a known
+    update, not after a delay). The run stops there with the checkpoint of its step, not after the other 180; the
+    resumed run does those first and then matches the uninterrupted run bit for bit, through pruning and evaluations."""
+    from xinet_rl.config import TrainConfig, apply_overrides
+    from xinet_rl.run.trainer import Interrupted, train
+
+    values = {"learning_starts": 250, "ofenet_pretrain_steps": 200, "batch_size": 32, "buffer_size": 5000,
+              "ofenet_layers": 2, "ofenet_units": 8, "actor_widths": [32, 32], "critic_widths": [32, 32],
+              "eval_episodes": 1, "eval_freq": 500, "checkpoint_freq": 0, "prune_start": 100, "prune_interval": 100,
+              "prune_patience": 1, "prune_strength": 1.0, "gate_lr": 0.05, "gate_update_every": 1,
+              "total_steps": 500}
+
+    def run(run_dir, resume_from=None):
+        config = apply_overrides(TrainConfig(), dict(values), "the test", "HalfCheetah-v4")
+        return train("HalfCheetah-v4", config, 0, run_dir, torch.device("cpu"), progress=False,
+                     resume_from=resume_from)
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(a)
+    updates = []
+
+    def hook(done, due):
+        updates.append(done)
+        if done == 20:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(XiSAC, "pretrain_hook", staticmethod(hook))
+    with pytest.raises(Interrupted, match="SIGTERM at step 251"):
+        run(b)
+    assert updates == list(range(1, 21))  # answered after the update in progress
+    [checkpoint] = checkpoint_dirs(b)
+    tensors = read_checkpoint(checkpoint)[0]
+    assert [int(v) for k, v in tensors.items() if k.endswith("pretrain_done")] == [20]
+    monkeypatch.setattr(XiSAC, "pretrain_hook", None)
+    run(b, resume_from=checkpoint)
+    state_a, state_b = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
+    rows_a, rows_b = eval_rows(a), eval_rows(b)
+    assert any(r["event"] == "prune" for r in rows_a)
+    for row_a, row_b in zip(rows_a, rows_b, strict=True):
+        assert {k: v for k, v in row_a.items() if k != "update_ms"} == {k: v for k, v in row_b.items()
+                                                                          if k != "update_ms"}
+    summary_a, summary_b = (json.loads((r / "summary.json").read_text()) for r in (a, b))
+    assert summary_a["train_flops_total"] == summary_b["train_flops_total"]
+
+
+@pytest.mark.slow
 def test_kill_minus_nine_then_resume_loses_nothing(tmp_path):
     """SIGKILL at a known point, not after a random delay: once the evaluation row of step 1000 is written, the
     checkpoint of step 800 is on disk and the next one is 600 steps away. The resume continues from 800, writes the

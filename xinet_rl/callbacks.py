@@ -230,6 +230,8 @@ class Checkpoints(BaseCallback):
         self.last_step = self.model.num_timesteps
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        if hasattr(self.model, "stop_requested"):  # OFENet's pre-training stops within an update, not minutes later
+            self.model.stop_requested = self._stop_requested
 
     def _handle(self, signum: int, frame: Any) -> None:
         if signum == getattr(signal, "SIGHUP", None):
@@ -257,6 +259,11 @@ class Checkpoints(BaseCallback):
             self.last_step = self.model.num_timesteps
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        if getattr(self.model, "stop_requested", None) == self._stop_requested:
+            self.model.stop_requested = None
+
+    def _stop_requested(self) -> bool:
+        return self.signal is not None
 
 
 class ProgressBar(BaseCallback):

@@ -202,8 +202,8 @@ class XiSAC(OffPolicyAlgorithm):
         cfg = self.config
         self.policy.set_training_mode(True)
         self.updater.replay_buffer, self.updater.vec_normalize_env = self.replay_buffer, self._vec_normalize_env
-        if not self._pretrained:  # once, before any SAC update (one host read of the counter, then a host flag)
-            self._pretrain(batch_size)
+        if not self._pretrained and not self._pretrain(batch_size):  # once, before any SAC update
+            return  # a stop cut the pre-training short: the rest of this call is the resumed run's first work
         values = None
         for _ in range(gradient_steps):
             gate_step = cfg.gated and self._n_updates % cfg.gate_update_every == 0
@@ -225,33 +225,58 @@ class XiSAC(OffPolicyAlgorithm):
         for name, value in (values or {}).items():
             self.logger.record(f"train/{name}", value)
 
-    def _pretrain(self, batch_size: int) -> None:
-        """OFENet's pre-training updates (auxiliary step and, gated, its gate step) still due, graphed on a GPU."""
+    def _pretrain(self, batch_size: int) -> bool:
+        """OFENet's pre-training updates (auxiliary step and, gated, its gate step) still due, graphed on a GPU.
+        Returns whether they are all done: a stop (:attr:`stop_requested`) ends them early, so that a signal is
+        answered within an update instead of after minutes of pre-training, and the counter in the policy tells a
+        resumed run how many are left."""
         p, cfg = self.policy, self.config
-        due = cfg.ofenet_pretrain_steps - int(p.pretrain_done) if p.has_ofenet else 0
+        due = max(cfg.ofenet_pretrain_steps - int(p.pretrain_done), 0) if p.has_ofenet else 0
         graphed = self._graphed_update(batch_size) if due > 0 else None
-        hook = self.pretrain_hook
-        for done in range(1, max(due, 0) + 1):
+        hook, stop = self.pretrain_hook, self.stop_requested
+        done = 0
+        while done < due:
             if graphed is None:
                 self.updater.pretrain_step(batch_size)
             else:
                 graphed.step("pretrain")
+            done += 1
             if hook is not None:
                 hook(done, due)
-        if due > 0:
-            self.train_flops += due * pretrain_flops(p.structure(), batch_size, cfg.gated, cfg.gate_estimator)
-            if p.budget is not None:  # the state block's multiplier is done; the budget's starts at prune_strength
-                p.regularizer.log_strength.fill_(math.log(cfg.prune_strength))
+            if stop is not None and done < due and stop():
+                break
+        if done:
+            self.train_flops += done * pretrain_flops(p.structure(), batch_size, cfg.gated, cfg.gate_estimator)
+        finished = done == due
+        if finished and due > 0 and p.budget is not None:  # the state block's multiplier is done; the budget's
+            p.regularizer.log_strength.fill_(math.log(cfg.prune_strength))  # starts at prune_strength
         if graphed is not None:  # the losses of all of them are checked once, at the end
             values, went_bad, _ = graphed.read()
             if "aux_loss" in went_bad or not math.isfinite(values["aux_loss"]):
                 raise TrainingError(f"non-finite {LOSS_DESCRIPTIONS['aux_loss']} in OFENet's pre-training (its last "
-                                    f"{due} updates)")
-        self._pretrained = True
+                                    f"{done} updates)")
+        self._pretrained = finished
+        return finished
+
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> Any:
+        """SB3's collection, after the rest of a train call whose pre-training a stop cut short (a resumed run's
+        first work, so that it continues exactly where the uninterrupted run would have been)."""
+        if not self._pretrained and self.num_timesteps > self.learning_starts and not (
+                self.stop_requested is not None and self.stop_requested()):
+            if self.policy.has_ofenet and int(self.policy.pretrain_done) < self.config.ofenet_pretrain_steps:
+                steps = self.gradient_steps if self.gradient_steps >= 0 else self.train_freq.frequency * self.n_envs
+                self.train(gradient_steps=steps, batch_size=self.batch_size)
+            else:  # a run resumed after its pre-training: one host read of the counter, then the host flag
+                self._pretrained = True
+        return super().collect_rollouts(*args, **kwargs)
 
     pretrain_hook: Callable[[int, int], None] | None = None
     """Where set, called as ``hook(done, due)`` after each of the ``due`` pre-training updates of OFENet (the progress
     bar, :class:`~xinet_rl.callbacks.ProgressBar`, sets it for the length of ``learn``)."""
+
+    stop_requested: Callable[[], bool] | None = None
+    """Where set, asked after each of OFENet's pre-training updates whether to stop them (the checkpoints' signal
+    handling, :class:`~xinet_rl.callbacks.Checkpoints`, sets it for the length of ``learn``)."""
 
     check_every = 100
     """Updates between reads of the losses of a CUDA-graphed update (and between finiteness checks of the gate
