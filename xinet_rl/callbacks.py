@@ -18,6 +18,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from tqdm.auto import tqdm
 
 from xinet_rl.checkpoint import checkpoint_dirs as list_checkpoints
+from xinet_rl.checkpoint import env_state
 from xinet_rl.io import write_text_atomic
 
 EVAL_COLUMNS = ["step", "event", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
@@ -152,6 +153,9 @@ class Evaluate(BaseCallback):
                  progress: "ProgressBar | None" = None) -> None:
         super().__init__()
         self.eval_env, self.every, self.episodes, self.table, self.progress = eval_env, every, episodes, table, progress
+        # the evaluation environment's counters and RNG before the latest evaluation: the final cut's policy is
+        # evaluated on the episodes the uncut one was (xinet_rl.run.trainer)
+        self.episodes_from: dict | None = None
 
     def _on_step(self) -> bool:
         return True
@@ -170,6 +174,7 @@ class Evaluate(BaseCallback):
         """Evaluate the model now, as the policy of ``step``: the row of ``evaluations.csv`` (returned), the
         ``eval/`` scalars of TensorBoard and the progress bar."""
         self.num_timesteps = step
+        self.episodes_from = env_state(self.eval_env)[0]
         returns, lengths = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.episodes,
                                            deterministic=True, return_episode_rewards=True)
         row = self.table.append_eval(step, np.asarray(returns), self.model)

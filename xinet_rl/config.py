@@ -60,6 +60,9 @@ class AgentConfig:
     target_deploy_params: Optional[float] = None
     target_deploy_flops: Optional[float] = None  # matmul FLOPs per action of the deployable policy
     budget_lr: float = 0.002  # step of the budget controller on log(prune_strength), per gate step
+    # the end of training: the deployable policy is cut to this size (same forms as a budget), lowest π first, never a
+    # unit at π = 1; the final evaluation is of the cut policy. 0.1 from docs/method.md ("The final cut"); null: none
+    final_deploy_params: Optional[float] = 0.1
     deploy_cost_mix: float = 0.0  # β: weight of the deployable policy's own cost
     gate_lr: float = 4e-3  # with gate_update_every 4: the same gate speed per update as 1e-3 every update
     gate_init: float = 1.0
@@ -107,6 +110,7 @@ _POSITIVE = {"width_scale", "batch_size", "buffer_size", "ofenet_units", "total_
              "learning_rate", "ofenet_lr", "gate_lr", "gate_update_every", "ent_coef_init", "log_interval",
              "prune_interval", "prune_patience", "min_units", "keep_checkpoints", "train_freq", "budget_lr"}
 BUDGET_KEYS = ("target_deploy_params", "target_deploy_flops")
+SIZE_KEYS = (*BUDGET_KEYS, "final_deploy_params")  # keys read as a deployable size (count, fraction or percentage)
 RENAMED_KEYS = {"pi_lr": "gate_lr", "pi_init": "gate_init", "pi_update_every": "gate_update_every"}
 """Former names of config keys (``π`` is SAC's policy): older run directories, model files and checkpoints use them,
 so they are read everywhere as the keys they became (:func:`current_keys`)."""
@@ -128,7 +132,7 @@ def _close(word: str, options: list[str]) -> str:
 
 def _coerce(key: str, value: Any) -> Any:
     kind = _TYPES[key]
-    if key in BUDGET_KEYS:
+    if key in SIZE_KEYS:
         return _coerce_budget(key, value)
     if key == "train_freq" and isinstance(value, (list, tuple)) and len(value) == 2:  # SB3's (n, unit) form
         unit = getattr(value[1], "value", value[1])  # or SB3's TrainFreq, whose unit is an enum
@@ -172,7 +176,8 @@ def _coerce(key: str, value: Any) -> Any:
 
 
 def _coerce_budget(key: str, value: Any) -> float | None:
-    """A budget: ``None`` (no budget), a fraction in (0, 1], a whole count above 1, or a percentage string."""
+    """A deployable size (a budget or the final cut's): ``None`` (none), a fraction in (0, 1], a whole count above 1,
+    or a percentage string."""
     what = "FLOPs per action" if key.endswith("flops") else "parameters"
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none", "~")):
         return None

@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from xinet_rl.agents.persistence import (checkpoint_contents, model_path, read_model, restore_checkpoint,
                                          same_but_float_dtype, space_from_json, space_to_json)
-from xinet_rl.budget import Budget, deploy_cost, fit_keep, guard_keep, resolve_budget
+from xinet_rl.budget import Budget, deploy_cost, final_cut_target, fit_keep, guard_keep, resolve_budget
 from xinet_rl.checkpoint import read_checkpoint, write_checkpoint
 from xinet_rl.config import (AgentConfig, ConfigError, UnknownKeyError, agent_config, agent_kwargs,
                              current_keys)
@@ -188,6 +188,10 @@ class XiSAC(OffPolicyAlgorithm):
         widths = self._widths or self.initial_widths()
         # a budget is a cost of the initial (unpruned) model: resolved from the config, whatever the current widths
         self.budget: Budget | None = check_budget(cfg, self.observation_space, self.action_space)
+        # the final cut's size, likewise of the initial model (parameters); only a pruning run cuts
+        self.final_cut: float | None = (
+            final_cut_target(cfg, build_structure(initial_widths(cfg, self.observation_space, self.action_space)))
+            if cfg.gated and cfg.prune else None)
         self.policy_kwargs = dict(widths=widths.to_dict(), config=cfg, budget=self.budget)
         super()._setup_model()
         # acting through CUDA graphs when observations are on a GPU: the policy is handed the graphed act function
@@ -372,15 +376,18 @@ class XiSAC(OffPolicyAlgorithm):
 
     def cut_off_units(self) -> dict[str, int]:
         """Remove every unit that is off (``π <= prune_eps``) now, without the patience or a budget's guard, and
-        record the event: the end of a budgeted run, whose model then is the policy it deploys (a unit at 0
-        contributes nothing, so only the float rounding of the sums changes). Where the units on still exceed the
-        budget, those with the lowest ``π`` go too, until the policy fits (:func:`fit_keep`). Returns the units
-        removed per group."""
+        record the event: the end of a budgeted run or of one with a final cut, whose model then is the policy it
+        deploys (a unit at 0 contributes nothing, so only the float rounding of the sums changes). Where the units on
+        still exceed the budget, those with the lowest ``π`` go too, until the policy fits (:func:`fit_keep`); then,
+        likewise, down to the final cut's size (``final_deploy_params``), but never a unit at ``π = 1``. Returns the
+        units removed per group."""
         cfg, p = self.config, self.policy
         on = {g: gate.keep_prob.detach() > cfg.prune_eps for g, gate in p.gates().items()}
         keep = with_min_units(on, p.gates(), cfg.min_units)  # an MLP layer keeps min_units units, as pruning does
         if p.budget is not None:
             keep = fit_keep(keep, p.gates(), p.structure(), p.budget.kind, float(p.budget.target), cfg.min_units)
+        if self.final_cut is not None:
+            keep = fit_keep(keep, p.gates(), p.structure(), "params", self.final_cut, cfg.min_units, below=1.0)
         removed = prune(p, keep)
         if removed:
             self._record_prune_event(removed)

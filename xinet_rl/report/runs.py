@@ -85,8 +85,8 @@ def read_run(path: str | Path) -> RunRecord:
         config = current_keys(yaml.safe_load(config_file.read_text()) or {})
         with table.open(newline="") as handle:
             rows = [r for r in csv.DictReader(handle) if r.get("event", "eval") == "eval"]
-        steps = [int(r["step"]) for r in rows]
-        returns = [float(r["return_mean"]) for r in rows]
+        curve = {int(r["step"]): float(r["return_mean"]) for r in rows}  # a final cut's evaluation replaces the
+        steps, returns = list(curve), list(curve.values())                # uncut policy's at the same step
         grid_file = json.loads((path / GRID_FILE).read_text()) if (path / GRID_FILE).is_file() else None
         if grid_file is not None and not isinstance(grid_file, dict):
             raise ValueError(f"{GRID_FILE} is not a mapping")

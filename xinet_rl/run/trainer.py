@@ -129,18 +129,29 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
                 log_interval=config.log_interval, reset_num_timesteps=resume_from is None)
     if checkpoints.signal is not None:
         raise Interrupted(checkpoints.signal, checkpoints.last_step or model.num_timesteps)
-    if model.budget is not None and model.cut_off_units():  # the final model is the policy it deploys
-        table.append_prune(model.prune_events[-1], model)
+    final_cut = None
+    if model.budget is not None or model.final_cut is not None:  # the final model is the policy it deploys
+        final_cut = {"target": model.final_cut, "params_deploy_before": model.policy.param_counts()["deploy"],
+                     "return_before": table.last_eval["return_mean"] if table.last_eval_step == model.num_timesteps
+                     else None}
+        if model.cut_off_units():
+            table.append_prune(model.prune_events[-1], model)
+            if final_cut["return_before"] is not None and evaluation.episodes_from is not None:
+                set_env_state(eval_env, evaluation.episodes_from, {})  # the episodes the uncut policy was shown
+        final_cut["params_deploy"] = model.policy.param_counts()["deploy"]
     elapsed = elapsed_before + time.perf_counter() - start
 
-    final = final_evaluation(model, eval_env, table, config.eval_episodes)
+    changed = final_cut is not None and final_cut["params_deploy"] != final_cut["params_deploy_before"]
+    final = final_evaluation(model, eval_env, table, config.eval_episodes, changed=changed)
+    if final_cut is not None:
+        final_cut["return"] = final["return_mean"]
     model.save(run_dir / "model.safetensors")
     sizes = {
         "params_initial": run_info["params_initial"], "params_final": model.policy.param_counts(),
         "expected_params_final": model.policy.expected_param_counts(),
         "widths_initial": run_info["widths_initial"], "widths_final": model.policy.widths.networks(),
         "flops_initial": run_info["flops_initial"], "flops_final": model.flops(),
-        "train_flops_total": int(model.train_flops), "budget": budget_summary(model),
+        "train_flops_total": int(model.train_flops), "budget": budget_summary(model), "final_cut": final_cut,
         "prune_events": len(model.prune_events),
     }
     summary = write_summary(run_dir, env_id, seed, model, final, elapsed, device, sizes)
