@@ -126,17 +126,19 @@ def test_the_floor_puts_back_only_the_units_it_needs_those_highest_before_the_st
 # ----- the budget's value and its resolution ------------------------------------------------------------------------
 @pytest.mark.parametrize("value, expected", [(0.1, 0.1), ("10%", 0.1), (1, 1.0), (5000, 5000.0), ("null", None),
                                              (None, None)])
-def test_budget_values(value, expected):
-    assert checked_value("target_deploy_params", value) == expected
+@pytest.mark.parametrize("key", ["target_deploy_params", "final_deploy_params"])
+def test_budget_values(key, value, expected):
+    assert checked_value(key, value) == expected
 
 
 @pytest.mark.parametrize("value, message", [
     (0, "must be positive"), (-0.1, "must be positive"), ("150%", "must lie in (0%, 100%]"),
     ("5MFLOPs", "expects a number of parameters (above 1), a fraction"), (1234.5, "must be whole"),
     (True, "expects a number")])
-def test_bad_budget_values_name_the_rule(value, message):
+@pytest.mark.parametrize("key", ["target_deploy_params", "final_deploy_params"])
+def test_bad_budget_values_name_the_rule(key, value, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        checked_value("target_deploy_params", value)
+        checked_value(key, value)
 
 
 def test_one_budget_at_a_time_and_only_with_gates():
@@ -202,6 +204,24 @@ def test_the_end_of_a_budgeted_run_removes_the_fewest_lowest_units_that_fit_the_
     assert float(deploy_cost(structure, {g: int(m.sum()) for g, m in fitted.items()}, "params")) <= full - 45
 
 
+def test_the_final_cut_removes_the_lowest_units_but_none_at_one():
+    structure = _structure()
+    gates = {g: Gate(w) for g, w in structure.groups.items() if g in structure.gated_groups}  # all at π = 1
+    keep = {g: torch.ones(gate.units, dtype=torch.bool) for g, gate in gates.items()}
+    units = gates["actor.0"].units
+    with torch.no_grad():
+        gates["actor.0"].keep_prob.copy_(torch.linspace(1.0, 0.05, units))  # one unit at 1, the rest below
+    full = float(deploy_cost(structure, {}, "params"))
+    # a target within reach: the same units go as at the end of a budgeted run
+    assert torch.equal(fit_keep(keep, gates, structure, "params", full - 45, below=1.0)["actor.0"],
+                       fit_keep(keep, gates, structure, "params", full - 45)["actor.0"])
+    # out of reach: every unit below 1 goes, and the cut stops there, above its target
+    cut = fit_keep(keep, gates, structure, "params", 1.0, below=1.0)
+    assert cut["actor.0"].tolist() == [True] + [False] * (units - 1)
+    assert all(cut[g].all() for g in gates if g != "actor.0")
+    assert float(deploy_cost(structure, {g: int(m.sum()) for g, m in cut.items()}, "params")) > 1.0
+
+
 def test_unit_costs_are_the_exact_cost_of_one_more_unit():
     structure = _structure()
     gates = {g: Gate(w) for g, w in structure.groups.items() if g in structure.gated_groups}
@@ -260,3 +280,25 @@ def test_pre_training_prices_the_state_block_at_its_multiplier_and_the_state_act
         price = at_50[group] * (1.0 if group.startswith("state.") else 0.1 / 50.0)
         keep_prob = gates[group].keep_prob
         torch.testing.assert_close(keep_prob.grad, price.to(keep_prob.dtype).expand_as(keep_prob))
+
+
+def test_the_cut_policy_is_evaluated_on_the_episodes_of_the_uncut_one(tmp_path):
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.monitor import Monitor
+
+    from xinet_rl.callbacks import Evaluate, EvaluationsCSV
+    from xinet_rl.checkpoint import set_env_state
+    from xinet_rl.envs import make_env
+    from xinet_rl.run.artifacts import final_evaluation
+
+    model = XiSAC("MlpPolicy", gym.make("Pendulum-v1"), seed=0, **TINY)
+    model.set_logger(configure(None, []))
+    eval_env = Monitor(make_env("Pendulum-v1", seed=7))
+    table = EvaluationsCSV(tmp_path / "evaluations.csv")
+    evaluation = Evaluate(eval_env, 0, 3, table)
+    evaluation.init_callback(model)
+    uncut = evaluation.evaluate(0)["return_mean"]
+    # the same policy, evaluated on: other episodes (Pendulum starts at a random angle), another return
+    assert final_evaluation(model, eval_env, table, 3, changed=True)["return_mean"] != uncut
+    set_env_state(eval_env, evaluation.episodes_from, {})  # what the trainer does after a final cut
+    assert final_evaluation(model, eval_env, table, 3, changed=True)["return_mean"] == uncut

@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 from support.counts import config_widths, count_widths
+from xinet_rl import XiSAC
+from xinet_rl.structure import is_deployed
 
 ENV_ID = "HalfCheetah-v4"
 TOTAL_STEPS = 1100  # HalfCheetah episodes are 1000 steps: one episode ends, so the training logs are dumped once
@@ -147,13 +149,15 @@ def test_evaluations_csv_rows_at_each_eval_and_final_step(run):
     expected_steps = list(range(EVAL_FREQ, TOTAL_STEPS + 1, EVAL_FREQ))
     if expected_steps[-1] != TOTAL_STEPS:
         expected_steps.append(TOTAL_STEPS)
-    assert [int(r["step"]) for r in rows] == expected_steps
+    # the final step twice: the policy trained, then the policy the final cut leaves (see test_summary_json)
+    assert [int(r["step"]) for r in rows] == expected_steps + [TOTAL_STEPS]
     for r in rows:
         assert np.isfinite(float(r["return_mean"]))
         assert float(r["return_std"]) >= 0
         assert 0 < float(r["expected_params_deploy"]) < float(r["expected_params_train"]) <= INITIAL["train"]
         assert float(r["expected_params_deploy"]) <= INITIAL["deploy"]
-        # no pruning in this run (see test_summary_json): the actual counts are the initial ones
+    # no pruning during training (see test_summary_json): the actual counts are the initial ones up to the cut
+    for r in rows[:-1]:
         assert {"train": int(r["params_train"]), "deploy": int(r["params_deploy"])} == INITIAL
     # the training compute so far: grows with every evaluation, and the last row's is the run's total
     flops = [int(r["train_flops_total"]) for r in rows]
@@ -184,16 +188,26 @@ def test_summary_json(run):
                                          "actor": WIDTHS["actor"], "critic1": WIDTHS["critic1"],
                                          "critic2": WIDTHS["critic2"]}
     # No pruning check comes in this run (the first one is due after prune_start updates, one update per step after
-    # learning_starts), so nothing is removed: the final model is the initial one.
+    # learning_starts), so nothing is removed while it trains; the one event is the final cut (final_deploy_params,
+    # 10% by default), which removes units lowest π first, none at π = 1, and whose policy is evaluated again
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert TOTAL_STEPS - config["learning_starts"] < config["prune_start"]
-    assert summary["prune_events"] == 0
-    assert summary["widths_final"] == summary["widths_initial"]
-    assert summary["params_final"] == INITIAL
+    assert config["final_deploy_params"] == 0.1
+    assert summary["prune_events"] == 1
     with (out / "evaluations.csv").open(newline="") as handle:
-        assert {r["event"] for r in csv.DictReader(handle)} == {"eval"}  # no prune row
-
+        events = [(int(r["step"]), r["event"]) for r in csv.DictReader(handle)]
+    assert events[-3:] == [(TOTAL_STEPS, "eval"), (TOTAL_STEPS, "prune"), (TOTAL_STEPS, "eval")]
+    assert [e for _, e in events].count("prune") == 1
+    cut = summary["final_cut"]
     _, rows = read_evaluations(out)
+    assert cut["target"] == pytest.approx(0.1 * INITIAL["deploy"]) and cut["params_deploy_before"] == INITIAL["deploy"]
+    assert cut["params_deploy"] == summary["params_final"]["deploy"] < INITIAL["deploy"]
+    assert cut["return_before"] == float(rows[-2]["return_mean"]) and cut["return"] == float(rows[-1]["return_mean"])
+    model = XiSAC.load(out / "model.safetensors", device="cpu")  # what remains is at π = 1, or fits the target
+    deployed = [gate.keep_prob for name, gate in model.policy.gates().items() if is_deployed(name)]
+    assert cut["params_deploy"] <= cut["target"] or all(bool((p == 1).all()) for p in deployed)
+    assert summary["widths_final"]["critic1"] == summary["widths_initial"]["critic1"]  # not deployed: not cut
+
     assert summary["final_eval_return_mean"] == float(rows[-1]["return_mean"])
     assert summary["final_eval_return_std"] == float(rows[-1]["return_std"])
     assert summary["params_final"]["train"] == int(rows[-1]["params_train"])
@@ -202,7 +216,6 @@ def test_summary_json(run):
 
 @pytest.mark.slow  # the shared run takes about 50 s
 def test_model_loads_and_predicts(run):
-    from xinet_rl import XiSAC
     from xinet_rl.envs import make_env
 
     _, out = run

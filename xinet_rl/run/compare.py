@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from xinet_rl.checkpoint import checkpoint_dirs
-from xinet_rl.config import BUDGET_KEYS, VARIANT_KEYS, VARIANTS, resolve_config
+from xinet_rl.config import SIZE_KEYS, VARIANT_KEYS, VARIANTS, resolve_config
 from xinet_rl.io import write_text_atomic
 from xinet_rl.report.runs import GRID_FILE
 from xinet_rl.run.cluster import join_cluster
@@ -84,8 +84,9 @@ def plan_runs(env_id: str, variants: list[str], points: list[tuple[dict, list[st
     for variant in sorted(variants, key=lambda v: v != "xinet"):
         for full_grid, full_sets in points:
             grid, sets = full_grid, full_sets
-            # keys the variant's composition sets (budgets are for the gated agent only) apply to the other variants
-            composed = set(VARIANT_KEYS.get(variant, {})) | (set(BUDGET_KEYS) if variant != "xinet" else set())
+            # keys the variant's composition sets (budgets and the final cut are for the gated agent only) apply to the
+            # other variants
+            composed = set(VARIANT_KEYS.get(variant, {})) | (set(SIZE_KEYS) if variant != "xinet" else set())
             if composed:
                 sets = [s for s in full_sets if s.partition("=")[0] not in composed]
                 # a small run keeps the grid point of the xinet run it takes its widths from
