@@ -204,24 +204,6 @@ def test_the_end_of_a_budgeted_run_removes_the_fewest_lowest_units_that_fit_the_
     assert float(deploy_cost(structure, {g: int(m.sum()) for g, m in fitted.items()}, "params")) <= full - 45
 
 
-def test_the_final_cut_removes_the_lowest_units_but_none_at_one():
-    structure = _structure()
-    gates = {g: Gate(w) for g, w in structure.groups.items() if g in structure.gated_groups}  # all at π = 1
-    keep = {g: torch.ones(gate.units, dtype=torch.bool) for g, gate in gates.items()}
-    units = gates["actor.0"].units
-    with torch.no_grad():
-        gates["actor.0"].keep_prob.copy_(torch.linspace(1.0, 0.05, units))  # one unit at 1, the rest below
-    full = float(deploy_cost(structure, {}, "params"))
-    # a target within reach: the same units go as at the end of a budgeted run
-    assert torch.equal(fit_keep(keep, gates, structure, "params", full - 45, below=1.0)["actor.0"],
-                       fit_keep(keep, gates, structure, "params", full - 45)["actor.0"])
-    # out of reach: every unit below 1 goes, and the cut stops there, above its target
-    cut = fit_keep(keep, gates, structure, "params", 1.0, below=1.0)
-    assert cut["actor.0"].tolist() == [True] + [False] * (units - 1)
-    assert all(cut[g].all() for g in gates if g != "actor.0")
-    assert float(deploy_cost(structure, {g: int(m.sum()) for g, m in cut.items()}, "params")) > 1.0
-
-
 def test_unit_costs_are_the_exact_cost_of_one_more_unit():
     structure = _structure()
     gates = {g: Gate(w) for g, w in structure.groups.items() if g in structure.gated_groups}

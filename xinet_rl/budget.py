@@ -266,23 +266,12 @@ def guard_keep(keep: dict[str, Tensor], gates: Mapping[str, nn.Module], structur
     return with_first(low)
 
 
-def final_cut_target(config, structure: Structure) -> float | None:
-    """The final cut's size (config key ``final_deploy_params``) in parameters of the model built from ``structure``
-    (the initial, unpruned one): a fraction in (0, 1] of its deployable policy, or a count; ``None`` without one."""
-    value = getattr(config, "final_deploy_params", None)
-    if value is None:
-        return None
-    return float(value) * float(deploy_cost(structure, {}, "params")) if value <= 1 else float(value)
-
-
 def fit_keep(keep: dict[str, Tensor], gates: Mapping[str, nn.Module], structure: Structure, kind: str,
-             target: float, min_units: int = 1, below: float = math.inf) -> dict[str, Tensor]:
+             target: float, min_units: int = 1) -> dict[str, Tensor]:
     """``keep`` less as few deployable units as take the model's deployable cost to at most ``target``, those with
     the lowest ``π`` first (in mean mode a unit's output is scaled by its ``π``, so these change the policy least);
-    an actor layer keeps ``min_units``, and only units with ``π < below`` may go (the final cut leaves the units at
-    ``π = 1``: on Hopper, cut into them, the policy fell from 718 to under 110). The end of a budgeted run: the
-    policy it deploys fits the budget; and the final cut (``final_deploy_params``), which may stop above its
-    target."""
+    an actor layer keeps ``min_units``. The end of a budgeted run: the policy it deploys fits the budget (and the
+    final cut's candidates, :mod:`xinet_rl.final_cut`)."""
     masks = {g: m.clone() for g, m in keep.items()}
 
     def cost() -> float:
@@ -292,8 +281,7 @@ def fit_keep(keep: dict[str, Tensor], gates: Mapping[str, nn.Module], structure:
     for group, mask in masks.items():
         if is_deployed(group):
             keep_prob = gates[group].keep_prob.detach()
-            candidates += [(float(keep_prob[i]), group, int(i)) for i in mask.nonzero().flatten()
-                           if float(keep_prob[i]) < below]
+            candidates += [(float(keep_prob[i]), group, int(i)) for i in mask.nonzero().flatten()]
     candidates.sort()
     for _, group, index in candidates:
         if cost() <= target:

@@ -60,9 +60,11 @@ class AgentConfig:
     target_deploy_params: Optional[float] = None
     target_deploy_flops: Optional[float] = None  # matmul FLOPs per action of the deployable policy
     budget_lr: float = 0.002  # step of the budget controller on log(prune_strength), per gate step
-    # the end of training: the deployable policy is cut to this size (same forms as a budget), lowest π first, never a
-    # unit at π = 1; the final evaluation is of the cut policy. 0.1 from docs/method.md ("The final cut"); null: none
+    # the end of training: the deployable policy is cut toward this size (same forms as a budget), lowest π first, as
+    # far as its actions on recent states move by at most final_cut_tolerance (RMS; xinet_rl/final_cut.py); the final
+    # evaluation is of the cut policy. 0.1 and 0.1 from docs/method.md ("The final cut"); null: no cut
     final_deploy_params: Optional[float] = 0.1
+    final_cut_tolerance: float = 0.1
     deploy_cost_mix: float = 0.0  # β: weight of the deployable policy's own cost
     gate_lr: float = 4e-3  # with gate_update_every 4: the same gate speed per update as 1e-3 every update
     gate_init: float = 1.0

@@ -26,12 +26,13 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from xinet_rl.agents.persistence import (checkpoint_contents, model_path, read_model, restore_checkpoint,
                                          same_but_float_dtype, space_from_json, space_to_json)
-from xinet_rl.budget import Budget, deploy_cost, final_cut_target, fit_keep, guard_keep, resolve_budget
+from xinet_rl.budget import Budget, deploy_cost, fit_keep, guard_keep, resolve_budget
 from xinet_rl.checkpoint import read_checkpoint, write_checkpoint
 from xinet_rl.config import (AgentConfig, ConfigError, UnknownKeyError, agent_config, agent_kwargs,
                              current_keys)
 from xinet_rl.cost import pretrain_flops, update_flops
 from xinet_rl.cuda_graph import GraphedAct, GraphedUpdate
+from xinet_rl.final_cut import cut_keep, final_cut_target
 from xinet_rl.guards import TrainingError
 from xinet_rl.io import ModelFileError, _versions, write_model_file
 from xinet_rl.policy import XiPolicy
@@ -192,6 +193,7 @@ class XiSAC(OffPolicyAlgorithm):
         self.final_cut: float | None = (
             final_cut_target(cfg, build_structure(initial_widths(cfg, self.observation_space, self.action_space)))
             if cfg.gated and cfg.prune else None)
+        self.final_cut_change: float | None = None  # the action change the final cut made (xinet_rl/final_cut.py)
         self.policy_kwargs = dict(widths=widths.to_dict(), config=cfg, budget=self.budget)
         super()._setup_model()
         # acting through CUDA graphs when observations are on a GPU: the policy is handed the graphed act function
@@ -374,24 +376,45 @@ class XiSAC(OffPolicyAlgorithm):
             self._record_prune_event(removed)
         return removed
 
-    def cut_off_units(self) -> dict[str, int]:
+    def cut_off_units(self, observations: torch.Tensor | None = None) -> dict[str, int]:
         """Remove every unit that is off (``π <= prune_eps``) now, without the patience or a budget's guard, and
         record the event: the end of a budgeted run or of one with a final cut, whose model then is the policy it
         deploys (a unit at 0 contributes nothing, so only the float rounding of the sums changes). Where the units on
-        still exceed the budget, those with the lowest ``π`` go too, until the policy fits (:func:`fit_keep`); then,
-        likewise, down to the final cut's size (``final_deploy_params``), but never a unit at ``π = 1``. Returns the
-        units removed per group."""
+        still exceed the budget, those with the lowest ``π`` go too, until the policy fits (:func:`fit_keep`); then
+        the final cut (``final_deploy_params``, :mod:`xinet_rl.final_cut`) as far as the actions on ``observations``
+        allow (default: :meth:`recent_observations`; without any, no final cut). Returns the units removed per
+        group.
+
+        :param observations: states on which the final cut's action change is measured
+        """
         cfg, p = self.config, self.policy
         on = {g: gate.keep_prob.detach() > cfg.prune_eps for g, gate in p.gates().items()}
         keep = with_min_units(on, p.gates(), cfg.min_units)  # an MLP layer keeps min_units units, as pruning does
         if p.budget is not None:
             keep = fit_keep(keep, p.gates(), p.structure(), p.budget.kind, float(p.budget.target), cfg.min_units)
         if self.final_cut is not None:
-            keep = fit_keep(keep, p.gates(), p.structure(), "params", self.final_cut, cfg.min_units, below=1.0)
+            states = self.recent_observations() if observations is None else observations
+            if states is not None:
+                keep, self.final_cut_change = cut_keep(keep, p.gates(), p.structure(), self.final_cut,
+                                                       lambda o: p._act(o, True), states, cfg.final_cut_tolerance,
+                                                       cfg.min_units)
         removed = prune(p, keep)
         if removed:
             self._record_prune_event(removed)
         return removed
+
+    def recent_observations(self, count: int = 1024) -> torch.Tensor | None:
+        """The latest ``count`` observations of the replay buffer (normalised as the policy sees them), on the
+        policy's device; ``None`` when it holds none."""
+        buffer = self.replay_buffer
+        if buffer is None or buffer.size() == 0:
+            return None
+        stored = buffer.buffer_size if buffer.full else buffer.pos
+        rows = (buffer.pos - 1 - np.arange(min(count, stored))) % buffer.buffer_size
+        observations = buffer.observations[rows].reshape(-1, *buffer.obs_shape)
+        if self._vec_normalize_env is not None:
+            observations = self._vec_normalize_env.normalize_obs(observations)
+        return torch.as_tensor(observations, dtype=torch.float32, device=self.device).flatten(1)
 
     def _record_prune_event(self, removed: dict[str, int]) -> None:
         p = self.policy

@@ -138,7 +138,8 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
             table.append_prune(model.prune_events[-1], model)
             if final_cut["return_before"] is not None and evaluation.episodes_from is not None:
                 set_env_state(eval_env, evaluation.episodes_from, {})  # the episodes the uncut policy was shown
-        final_cut["params_deploy"] = model.policy.param_counts()["deploy"]
+        final_cut.update(params_deploy=model.policy.param_counts()["deploy"], action_change=model.final_cut_change,
+                         tolerance=config.final_cut_tolerance)
     elapsed = elapsed_before + time.perf_counter() - start
 
     changed = final_cut is not None and final_cut["params_deploy"] != final_cut["params_deploy_before"]

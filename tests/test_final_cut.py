@@ -1,0 +1,82 @@
+"""The final cut (``xinet_rl/final_cut.py``): the action change it measures is the one the physically cut policy
+makes, it never goes past the size it is given, and the tolerance decides how far toward that size it goes."""
+
+import copy
+
+import gymnasium as gym
+import pytest
+import torch
+
+from xinet_rl.agents.xisac import XiSAC
+from xinet_rl.budget import deploy_cost, fit_keep
+from xinet_rl.final_cut import cut_keep, final_cut_target
+from xinet_rl.pruning import prune
+
+SMALL = dict(learning_starts=100, ofenet_pretrain_steps=0, batch_size=32, ofenet_units=4, ofenet_layers=2,
+             actor_widths=[32, 32], critic_widths=[16, 16])
+
+
+def _model():
+    model = XiSAC("MlpPolicy", gym.make("Pendulum-v1"), seed=0, device="cpu", **SMALL)
+    gates = model.policy.gates()
+    with torch.no_grad():  # π spread over (0, 1] in the actor's layers, so the lowest units are the first candidates
+        for group in ("actor.0", "actor.1"):
+            gates[group].keep_prob.copy_(torch.linspace(1.0, 0.01, gates[group].units)[torch.randperm(32)])
+    return model
+
+
+def _deploy(model) -> int:
+    return model.policy.param_counts()["deploy"]
+
+
+def _setup(model):
+    p = model.policy
+    keep = {g: torch.ones(gate.units, dtype=torch.bool) for g, gate in p.gates().items()}
+    states = torch.randn(256, 3)
+    return p, keep, states, (lambda o: p._act(o, True))
+
+
+def test_the_measured_action_change_is_that_of_the_physically_cut_policy():
+    model = _model()
+    p, keep, states, act = _setup(model)
+    target = 0.6 * _deploy(model)
+    masks, change = cut_keep(keep, p.gates(), p.structure(), target, act, states, tolerance=float("inf"))
+    with torch.no_grad():
+        before = act(states)
+    cut = copy.deepcopy(model)
+    prune(cut.policy, masks)
+    with torch.no_grad():
+        exact = float((cut.policy._act(states, True) - before).square().mean().sqrt())
+    assert change == pytest.approx(exact, rel=1e-5, abs=1e-6) and change > 0
+    # with any tolerance it reaches the size, no further: what fit_keep removes, lowest π first
+    fitted = fit_keep(keep, p.gates(), p.structure(), "params", target)
+    assert all(torch.equal(masks[g], fitted[g]) for g in masks)
+    assert _deploy(cut) <= target < _deploy(cut) + 2 * 32 + 4  # one unit more would have fitted too
+
+
+def test_the_tolerance_decides_how_far_the_cut_goes():
+    model = _model()
+    p, keep, states, act = _setup(model)
+    target = 0.3 * _deploy(model)
+
+    def cut(tolerance):
+        masks, change = cut_keep(keep, p.gates(), p.structure(), target, act, states, tolerance)
+        assert change <= tolerance
+        return float(deploy_cost(p.structure(), {g: int(m.sum()) for g, m in masks.items()}, "params")), change
+
+    full_size, full_change = cut(float("inf"))
+    half_size, half_change = cut(full_change / 2)
+    none_size, none_change = cut(0.0)
+    assert full_size <= target < half_size < none_size == _deploy(model)  # every unit on moves the actions
+    assert 0 < half_change <= full_change / 2 and none_change == 0.0
+    # the gates are as they were: the search sets π to 0 and back
+    assert sorted(p.gates()["actor.0"].keep_prob.tolist()) == pytest.approx(torch.linspace(0.01, 1.0, 32).tolist())
+
+
+def test_the_size_is_a_fraction_of_the_initial_policy_or_a_count():
+    model = _model()
+    structure = model.policy.structure()
+    initial = _deploy(model)
+    assert final_cut_target(model.config, structure) == pytest.approx(0.1 * initial)  # the default
+    assert final_cut_target(type(model.config)(final_deploy_params=5000), structure) == 5000
+    assert final_cut_target(type(model.config)(final_deploy_params=None), structure) is None
