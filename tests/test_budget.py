@@ -228,7 +228,8 @@ TINY = dict(learning_starts=100, ofenet_pretrain_steps=20, batch_size=32, ofenet
 
 @pytest.mark.slow
 def test_a_budgeted_agent_raises_its_strength_and_ends_as_the_policy_it_deploys():
-    model = XiSAC("MlpPolicy", gym.make("Pendulum-v1"), target_deploy_params=0.3, seed=0, **TINY)
+    model = XiSAC("MlpPolicy", gym.make("Pendulum-v1"), target_deploy_params=0.3, final_deploy_params=None, seed=0,
+                  **TINY)  # the budget's own end, without the final cut
     initial = model.budget_state()
     assert initial["on"] == initial["model"] == model.budget.initial and initial["prune_strength"] == pytest.approx(0.1)
     strengths = []
@@ -250,7 +251,8 @@ def test_a_budgeted_agent_raises_its_strength_and_ends_as_the_policy_it_deploys(
 
 
 def test_pre_training_prices_the_state_block_at_its_multiplier_and_the_state_action_block_at_prune_strength():
-    model = XiSAC("MlpPolicy", gym.make("Pendulum-v1"), target_deploy_params=0.3, seed=0, **TINY)
+    model = XiSAC("MlpPolicy", gym.make("Pendulum-v1"), target_deploy_params=0.3, final_deploy_params=None, seed=0,
+                  **TINY)  # the budget's own end, without the final cut
     p = model.policy
     p.regularizer.log_strength.fill_(math.log(50.0))  # the state block's multiplier, far above prune_strength
     gates = p.gates()
@@ -271,16 +273,15 @@ def test_the_cut_policy_is_evaluated_on_the_episodes_of_the_uncut_one(tmp_path):
     from xinet_rl.callbacks import Evaluate, EvaluationsCSV
     from xinet_rl.checkpoint import set_env_state
     from xinet_rl.envs import make_env
-    from xinet_rl.run.artifacts import final_evaluation
 
     model = XiSAC("MlpPolicy", gym.make("Pendulum-v1"), seed=0, **TINY)
     model.set_logger(configure(None, []))
     eval_env = Monitor(make_env("Pendulum-v1", seed=7))
-    table = EvaluationsCSV(tmp_path / "evaluations.csv")
-    evaluation = Evaluate(eval_env, 0, 3, table)
+    evaluation = Evaluate(eval_env, 0, 3, EvaluationsCSV(tmp_path / "evaluations.csv"))
     evaluation.init_callback(model)
-    uncut = evaluation.evaluate(0)["return_mean"]
+    first = evaluation.evaluate(0)["return_mean"]
+    shown = evaluation.episodes_from
     # the same policy, evaluated on: other episodes (Pendulum starts at a random angle), another return
-    assert final_evaluation(model, eval_env, table, 3, changed=True)["return_mean"] != uncut
-    set_env_state(eval_env, evaluation.episodes_from, {})  # what the trainer does after a final cut
-    assert final_evaluation(model, eval_env, table, 3, changed=True)["return_mean"] == uncut
+    assert evaluation.evaluate(0)["return_mean"] != first
+    set_env_state(eval_env, shown, {})  # what FinalCut does before it evaluates the cut policy
+    assert evaluation.evaluate(0)["return_mean"] == first

@@ -18,7 +18,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from tqdm.auto import tqdm
 
 from xinet_rl.checkpoint import checkpoint_dirs as list_checkpoints
-from xinet_rl.checkpoint import env_state
+from xinet_rl.checkpoint import env_state, set_env_state
 from xinet_rl.io import write_text_atomic
 
 EVAL_COLUMNS = ["step", "event", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
@@ -187,6 +187,52 @@ class Evaluate(BaseCallback):
         if self.progress is not None:
             self.progress.evaluated(step, row["return_mean"])
         return row
+
+
+class FinalCut(BaseCallback):
+    """When training reaches its total, the final cut (:meth:`~xinet_rl.agents.xisac.XiSAC.cut_off_units`: the units
+    that are off, a budget's fit and ``final_deploy_params``): the policy as trained is evaluated at the final step
+    (a row of ``evaluations.csv``), cut, and the cut policy evaluated on the same episodes by :class:`Evaluate`
+    (its row, TensorBoard and the progress bar), so the final evaluation is of the policy the run deploys. Placed
+    after :class:`RecordPruning` (which has written the last update's events) and before :class:`Evaluate`.
+    :attr:`record` then holds both returns, both deployable sizes and the action change (``summary.json``'s
+    ``final_cut``). A run stopped (a signal) is not cut.
+
+    :param evaluation: the run's evaluations.
+    """
+
+    def __init__(self, evaluation: "Evaluate") -> None:
+        super().__init__()
+        self.evaluation = evaluation
+        self.record: dict | None = None
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        model, evaluation = self.model, self.evaluation
+        step = model.num_timesteps
+        stop = getattr(model, "stop_requested", None)
+        if step < model._total_timesteps or (model.budget is None and model.final_cut is None) or (stop and stop()):
+            return  # a run stopped at its last step is cut when it is resumed (and finishes there)
+        table = evaluation.table
+        if table.last_eval_step == step:  # evaluated at this step already: the episodes it was shown
+            episodes, before = evaluation.episodes_from, table.last_eval["return_mean"]
+        else:
+            episodes = env_state(evaluation.eval_env)[0]
+            returns, _ = evaluate_policy(model, evaluation.eval_env, n_eval_episodes=evaluation.episodes,
+                                         deterministic=True, return_episode_rewards=True)
+            before = table.append_eval(step, np.asarray(returns), model)["return_mean"]
+        deploy = model.policy.param_counts()["deploy"]
+        self.record = {"target": model.final_cut, "params_deploy_before": deploy, "return_before": before}
+        if model.cut_off_units():
+            table.append_prune(model.prune_events[-1], model)
+            if episodes is not None:
+                set_env_state(evaluation.eval_env, episodes, {})
+            evaluation.evaluate(step)
+        self.record.update(params_deploy=model.policy.param_counts()["deploy"], action_change=model.final_cut_change,
+                           tolerance=model.config.final_cut_tolerance, return_=table.last_eval["return_mean"])
+        self.record["return"] = self.record.pop("return_")
 
 
 # SIGHUP: the terminal was closed (or the session ended); it stops a run like SIGTERM does, with a checkpoint

@@ -37,19 +37,17 @@ def write_run_config(run_dir: Path, env_id: str, seed: int, config: TrainConfig,
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
 
 
-def final_evaluation(model: BaseAlgorithm, eval_env: gym.Env, table: EvaluationsCSV, episodes: int,
-                     changed: bool = False) -> dict:
-    """The evaluation of the final policy: the table's last row where it was evaluated at the final step already
-    (unless the policy ``changed`` since, as a final cut changes it), else a new evaluation, appended to the table.
+def final_evaluation(model: BaseAlgorithm, eval_env: gym.Env, table: EvaluationsCSV, episodes: int) -> dict:
+    """The evaluation of the final policy: the table's last row where it was evaluated at the final step already,
+    else a new evaluation, appended to the table.
 
     :param model: the trained model
     :param eval_env: the evaluation environment (a ``Monitor``)
     :param table: the run's ``evaluations.csv``
     :param episodes: deterministic evaluation episodes
-    :param changed: the policy changed after the last evaluation at the final step (evaluate it again)
     :return: the row (``return_mean``, ``return_std``, ...)
     """
-    if changed or table.last_eval_step != model.num_timesteps:  # the final policy is always evaluated
+    if table.last_eval_step != model.num_timesteps:  # the final policy is always evaluated
         returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=True,
                                      return_episode_rewards=True)
         return table.append_eval(model.num_timesteps, np.asarray(returns), model)

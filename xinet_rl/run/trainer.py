@@ -20,7 +20,7 @@ from stable_baselines3.common.monitor import Monitor
 from torch.utils.tensorboard import SummaryWriter
 
 from xinet_rl.agents.xisac import XiSAC, initial_widths
-from xinet_rl.callbacks import Checkpoints, Evaluate, EvaluationsCSV, ProgressBar, RecordPruning
+from xinet_rl.callbacks import Checkpoints, Evaluate, EvaluationsCSV, FinalCut, ProgressBar, RecordPruning
 from xinet_rl.checkpoint import checkpoint_dirs, env_state, set_env_state
 from xinet_rl.config import TrainConfig, agent_kwargs
 from xinet_rl.envs import make_env
@@ -123,36 +123,25 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
     bar = ProgressBar(config.total_steps) if progress else None
     evaluation = Evaluate(eval_env, config.eval_freq, config.eval_episodes, table, bar)
     checkpoints = Checkpoints(run_dir, config.checkpoint_freq, config.keep_checkpoints, checkpoint_extra)
-    callbacks = [FiniteObservations(), RecordPruning(table, written=len(model.prune_events)), evaluation, checkpoints]
+    final_cut = FinalCut(evaluation)  # before the final evaluation: it is of the cut policy
+    callbacks = [FiniteObservations(), RecordPruning(table, written=len(model.prune_events)), final_cut, evaluation,
+                 checkpoints]
     remaining = max(0, config.total_steps - model.num_timesteps)
     model.learn(total_timesteps=remaining, callback=CallbackList(callbacks + ([bar] if bar else [])),
                 log_interval=config.log_interval, reset_num_timesteps=resume_from is None)
     if checkpoints.signal is not None:
         raise Interrupted(checkpoints.signal, checkpoints.last_step or model.num_timesteps)
-    final_cut = None
-    if model.budget is not None or model.final_cut is not None:  # the final model is the policy it deploys
-        final_cut = {"target": model.final_cut, "params_deploy_before": model.policy.param_counts()["deploy"],
-                     "return_before": table.last_eval["return_mean"] if table.last_eval_step == model.num_timesteps
-                     else None}
-        if model.cut_off_units():
-            table.append_prune(model.prune_events[-1], model)
-            if final_cut["return_before"] is not None and evaluation.episodes_from is not None:
-                set_env_state(eval_env, evaluation.episodes_from, {})  # the episodes the uncut policy was shown
-        final_cut.update(params_deploy=model.policy.param_counts()["deploy"], action_change=model.final_cut_change,
-                         tolerance=config.final_cut_tolerance)
     elapsed = elapsed_before + time.perf_counter() - start
 
-    changed = final_cut is not None and final_cut["params_deploy"] != final_cut["params_deploy_before"]
-    final = final_evaluation(model, eval_env, table, config.eval_episodes, changed=changed)
-    if final_cut is not None:
-        final_cut["return"] = final["return_mean"]
+    final = final_evaluation(model, eval_env, table, config.eval_episodes)
     model.save(run_dir / "model.safetensors")
     sizes = {
         "params_initial": run_info["params_initial"], "params_final": model.policy.param_counts(),
         "expected_params_final": model.policy.expected_param_counts(),
         "widths_initial": run_info["widths_initial"], "widths_final": model.policy.widths.networks(),
         "flops_initial": run_info["flops_initial"], "flops_final": model.flops(),
-        "train_flops_total": int(model.train_flops), "budget": budget_summary(model), "final_cut": final_cut,
+        "train_flops_total": int(model.train_flops), "budget": budget_summary(model),
+        "final_cut": final_cut.record,
         "prune_events": len(model.prune_events),
     }
     summary = write_summary(run_dir, env_id, seed, model, final, elapsed, device, sizes)
