@@ -154,7 +154,7 @@ class Evaluate(BaseCallback):
         super().__init__()
         self.eval_env, self.every, self.episodes, self.table, self.progress = eval_env, every, episodes, table, progress
         # the evaluation environment's counters and RNG before the latest evaluation: the final cut's policy is
-        # evaluated on the episodes the uncut one was (xinet_rl.run.trainer)
+        # evaluated on the episodes the uncut one was (FinalCut)
         self.episodes_from: dict | None = None
 
     def _on_step(self) -> bool:
@@ -230,9 +230,9 @@ class FinalCut(BaseCallback):
             if episodes is not None:
                 set_env_state(evaluation.eval_env, episodes, {})
             evaluation.evaluate(step)
-        self.record.update(params_deploy=model.policy.param_counts()["deploy"], action_change=model.final_cut_change,
-                           tolerance=model.config.final_cut_tolerance, return_=table.last_eval["return_mean"])
-        self.record["return"] = self.record.pop("return_")
+        self.record.update({"params_deploy": model.policy.param_counts()["deploy"],
+                            "action_change": model.final_cut_change, "tolerance": model.config.final_cut_tolerance,
+                            "return": table.last_eval["return_mean"]})
 
 
 # SIGHUP: the terminal was closed (or the session ended); it stops a run like SIGTERM does, with a checkpoint
