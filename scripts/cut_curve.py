@@ -1,7 +1,8 @@
-"""How far the deployed actions move as a trained policy is cut, lowest keep probability first (the order of the final
-cut, ``xinet_rl/final_cut.py``): the deterministic policy is rolled out for 3,000 steps (environment seeded 123) and,
-as each unit's ``π`` is set to 0 in turn, the root-mean-square change of its actions on those states is printed at
-the sizes asked for (shares of the unpruned deployable policy).
+"""How far the deployed actions move as a trained policy is cut, in the final cut's order (``xinet_rl/final_cut.py``:
+the units that move the actions least per deployable parameter first) and lowest keep probability ``π`` first (the
+order it had until commit d492533): the deterministic policy is rolled out for 3,000 steps (environment seeded 123)
+and the root-mean-square change of its actions on those states is printed at the sizes asked for (shares of the
+unpruned deployable policy).
 
 Usage: python scripts/cut_curve.py RUN_DIR [RUN_DIR ...] [--sizes 0.22 0.2 0.1]
 """
@@ -16,6 +17,7 @@ import torch
 from xinet_rl import XiSAC
 from xinet_rl.budget import deploy_cost
 from xinet_rl.envs import make_env
+from xinet_rl.final_cut import cut_keep
 from xinet_rl.structure import is_deployed
 
 
@@ -33,6 +35,26 @@ def rollout_states(model: XiSAC, env_id: str, steps: int = 3000) -> torch.Tensor
     return torch.as_tensor(np.array(states), dtype=torch.float32)
 
 
+def lowest_pi_curve(model: XiSAC, states: torch.Tensor, reference: torch.Tensor, initial: float) -> list[tuple]:
+    """(deployable fraction, π of the unit, action change) as each unit on is set to 0, lowest π first."""
+    p = model.policy
+    gates, structure = p.gates(), p.structure()
+    saved = {group: gate.keep_prob.detach().clone() for group, gate in gates.items()}
+    candidates = sorted((float(gate.keep_prob[i]), group, i) for group, gate in gates.items() if is_deployed(group)
+                        for i in range(gate.units) if float(gate.keep_prob[i]) > 0)
+    widths = {group: int((gate.keep_prob > 0).sum()) for group, gate in gates.items()}
+    curve = []
+    with torch.no_grad():
+        for keep_prob, group, index in candidates:
+            gates[group].keep_prob[index] = 0.0
+            widths[group] -= 1
+            change = float((p._act(states, True) - reference).square().mean().sqrt())
+            curve.append((float(deploy_cost(structure, widths, "params")) / initial, keep_prob, change))
+        for group, gate in gates.items():
+            gate.keep_prob.copy_(saved[group])
+    return curve
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", type=Path, nargs="+")
@@ -44,25 +66,22 @@ def main() -> None:
         initial = summary["params_initial"]["deploy"]
         model = XiSAC.load(run_dir / "model.safetensors", device="cpu")
         p = model.policy
-        gates, structure = p.gates(), p.structure()
         states = rollout_states(model, summary["env"])
         with torch.no_grad():
             reference = p._act(states, True)
-        candidates = sorted((float(gate.keep_prob[i]), group, i) for group, gate in gates.items() if is_deployed(group)
-                            for i in range(gate.units) if float(gate.keep_prob[i]) > 0)
-        widths = {group: int((gate.keep_prob > 0).sum()) for group, gate in gates.items()}
-        curve = []
-        for count, (keep_prob, group, index) in enumerate(candidates, 1):
-            with torch.no_grad():
-                gates[group].keep_prob[index] = 0.0
-                change = float((p._act(states, True) - reference).square().mean().sqrt())
-            widths[group] -= 1
-            curve.append((count, keep_prob, float(deploy_cost(structure, widths, "params")) / initial, change))
+        by_pi = lowest_pi_curve(model, states, reference, initial)
+        keep = {group: gate.keep_prob.detach() > 0 for group, gate in p.gates().items()}
         for size in args.sizes:
-            row = next((c for c in curve if c[2] <= size), None)
-            if row is not None:
-                print(json.dumps({"run": str(run_dir), "size": size, "units_cut": row[0], "last_keep_prob": round(row[1], 4),
-                                  "deploy_fraction": round(row[2], 4), "action_rms_change": round(row[3], 4)}))
+            row = {"run": str(run_dir), "size": size}
+            cut = next((c for c in by_pi if c[0] <= size), None)
+            if cut is not None:
+                row["lowest_pi"] = {"deploy_fraction": round(cut[0], 4), "last_keep_prob": round(cut[1], 4),
+                                    "action_rms_change": round(cut[2], 4)}
+            masks, change = cut_keep(keep, p.gates(), p.structure(), size * initial, lambda o: p._act(o, True),
+                                     states, float("inf"), model.config.min_units)
+            fraction = float(deploy_cost(p.structure(), {g: int(m.sum()) for g, m in masks.items()}, "params"))
+            row["measured"] = {"deploy_fraction": round(fraction / initial, 4), "action_rms_change": round(change, 4)}
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

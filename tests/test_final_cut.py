@@ -1,5 +1,6 @@
 """The final cut (``xinet_rl/final_cut.py``): the action change it measures is the one the physically cut policy
-makes, it never goes past the size it is given, and the tolerance decides how far toward that size it goes."""
+makes, it never goes past the size it is given, the tolerance decides how far toward that size it goes, and the units
+no action reads go first, whatever their ``π``."""
 
 import copy
 
@@ -8,9 +9,10 @@ import pytest
 import torch
 
 from xinet_rl.agents.xisac import XiSAC
-from xinet_rl.budget import deploy_cost, fit_keep
+from xinet_rl.budget import deploy_cost, unit_deploy_costs
 from xinet_rl.final_cut import cut_keep, final_cut_target
 from xinet_rl.pruning import prune
+from xinet_rl.structure import is_deployed
 
 SMALL = dict(learning_starts=100, ofenet_pretrain_steps=0, batch_size=32, ofenet_units=4, ofenet_layers=2,
              actor_widths=[32, 32], critic_widths=[16, 16])
@@ -48,10 +50,10 @@ def test_the_measured_action_change_is_that_of_the_physically_cut_policy():
     with torch.no_grad():
         exact = float((cut.policy._act(states, True) - before).square().mean().sqrt())
     assert change == pytest.approx(exact, rel=1e-5, abs=1e-6) and change > 0
-    # with any tolerance it reaches the size, no further: what fit_keep removes, lowest π first
-    fitted = fit_keep(keep, p.gates(), p.structure(), "params", target)
-    assert all(torch.equal(masks[g], fitted[g]) for g in masks)
-    assert _deploy(cut) <= target < _deploy(cut) + 2 * 32 + 4  # one unit more would have fitted too
+    # with any tolerance it reaches the size, no further: one unit fewer removed would not have fitted
+    largest = max(float(c) for c in unit_deploy_costs(p.structure(), {g: int(m.sum()) for g, m in masks.items()},
+                                                       "params").values())
+    assert _deploy(cut) <= target < _deploy(cut) + largest
 
 
 def test_the_tolerance_decides_how_far_the_cut_goes():
@@ -67,10 +69,35 @@ def test_the_tolerance_decides_how_far_the_cut_goes():
     full_size, full_change = cut(float("inf"))
     half_size, half_change = cut(full_change / 2)
     none_size, none_change = cut(0.0)
-    assert full_size <= target < half_size < none_size == _deploy(model)  # every unit on moves the actions
+    assert full_size <= target < half_size < none_size <= _deploy(model)
     assert 0 < half_change <= full_change / 2 and none_change == 0.0
     # the gates are as they were: the search sets π to 0 and back
     assert sorted(p.gates()["actor.0"].keep_prob.tolist()) == pytest.approx(torch.linspace(0.01, 1.0, 32).tolist())
+
+
+def test_units_no_action_reads_go_first_whatever_their_pi():
+    model = _model()
+    p, keep, states, act = _setup(model)
+    gates = p.gates()
+    dead = [3, 7, 11, 20]  # the action head ignores these units of the actor's last layer, whose π is 1
+    with torch.no_grad():
+        p.actor.mu.weight[:, dead] = 0.0
+        gates["actor.1"].keep_prob[dead] = 1.0
+    with torch.no_grad():  # brute force: the units whose removal alone leaves every action as it is
+        before, idle = act(states), set()
+        for group, gate in gates.items():
+            for index in range(gate.units if is_deployed(group) else 0):
+                value = float(gate.keep_prob[index])
+                gate.keep_prob[index] = 0.0
+                if torch.equal(act(states), before):
+                    idle.add((group, index))
+                gate.keep_prob[index] = value
+    assert {("actor.1", i) for i in dead} <= idle
+    # lowest π first, the first unit would move the actions; measured, exactly the idle units go (with ReLU, some
+    # units of a fresh network are off on every state), and none of the others
+    masks, change = cut_keep(keep, gates, p.structure(), 0.1 * _deploy(model), act, states, tolerance=0.0)
+    assert change == 0.0
+    assert {(g, int(i)) for g, m in masks.items() for i in (~m).nonzero().flatten()} == idle
 
 
 def test_the_size_is_a_fraction_of_the_initial_policy_or_a_count():

@@ -270,8 +270,7 @@ def fit_keep(keep: dict[str, Tensor], gates: Mapping[str, nn.Module], structure:
              target: float, min_units: int = 1) -> dict[str, Tensor]:
     """``keep`` less as few deployable units as take the model's deployable cost to at most ``target``, those with
     the lowest ``π`` first (in mean mode a unit's output is scaled by its ``π``, so these change the policy least);
-    an actor layer keeps ``min_units``. The end of a budgeted run: the policy it deploys fits the budget (and the
-    final cut's candidates, :mod:`xinet_rl.final_cut`)."""
+    an actor layer keeps ``min_units``. The end of a budgeted run: the policy it deploys fits the budget."""
     masks = {g: m.clone() for g, m in keep.items()}
 
     def cost() -> float:
