@@ -203,7 +203,17 @@ def test_summary_json(run):
     assert cut["target"] == pytest.approx(0.1 * INITIAL["deploy"]) and cut["params_deploy_before"] == INITIAL["deploy"]
     assert cut["params_deploy"] == summary["params_final"]["deploy"] < INITIAL["deploy"]
     assert cut["return_before"] == float(rows[-2]["return_mean"]) and cut["return"] == float(rows[-1]["return_mean"])
-    assert cut["tolerance"] == config["final_cut_tolerance"] == 0.1 and 0 < cut["action_change"] <= 0.1
+    # the return check: each cut tried is scored on the validation episodes; every one but a kept last was refused
+    check = cut["validation"]
+    assert check["max_loss"] == config["final_cut_max_loss"] == 0.05
+    assert check["episodes"] == config["eval_episodes"] and 1 <= len(check["returns_cut"]) <= 4
+    floor = check["return_uncut"] - 0.05 * abs(check["return_uncut"])
+    kept = cut["tolerance"] is not None
+    assert all(r < floor for r in check["returns_cut"][:-1 if kept else None])
+    if kept:
+        assert check["returns_cut"][-1] >= floor
+        assert 0 < cut["action_change"] <= cut["tolerance"] <= 0.1
+        assert (cut["tolerance"] == 0.1) == (len(check["returns_cut"]) == 1)
     assert summary["widths_final"]["critic1"] == summary["widths_initial"]["critic1"]  # not deployed: not cut
 
     assert summary["final_eval_return_mean"] == float(rows[-1]["return_mean"])
@@ -285,6 +295,10 @@ BAD_INPUT = [
                  ["config file", "not found", "missing.yaml"], id="missing-config-file"),
     pytest.param(lambda d: ["--env", ENV_ID, "--config", _write(d / "broken.yaml", "a: [1, 2\n")],
                  ["broken.yaml", "not valid YAML"], id="invalid-yaml-config"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "final_cut_max_loss=5%"],
+                 ["final_cut_max_loss", "a number or null", "5%"], id="max-loss-with-a-unit"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "final_cut_max_loss=2"],
+                 ["final_cut_max_loss", "2"], id="max-loss-above-one"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_params=0"],
                  ["target_deploy_params", "must be positive"], id="zero-budget"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_params=10000000"],

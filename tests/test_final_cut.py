@@ -1,6 +1,7 @@
 """The final cut (``xinet_rl/final_cut.py``): the action change it measures is the one the physically cut policy
 makes, it never goes past the size it is given, the tolerance decides how far toward that size it goes, and the units
-no action reads go first, whatever their ``π``."""
+no action reads go first, whatever their ``π``; a cut the return check refuses is made again allowing half its
+action change, and with every one refused the policy stays as it was."""
 
 import copy
 
@@ -10,7 +11,7 @@ import torch
 
 from xinet_rl.agents.xisac import XiSAC
 from xinet_rl.budget import deploy_cost, unit_deploy_costs
-from xinet_rl.final_cut import cut_keep, final_cut_target
+from xinet_rl.final_cut import TRIES, checked_cut, cut_applied, cut_keep, final_cut_target
 from xinet_rl.pruning import prune
 from xinet_rl.structure import is_deployed
 
@@ -107,3 +108,49 @@ def test_the_size_is_a_fraction_of_the_initial_policy_or_a_count():
     assert final_cut_target(model.config, structure) == pytest.approx(0.1 * initial)  # the default
     assert final_cut_target(type(model.config)(final_deploy_params=5000), structure) == 5000
     assert final_cut_target(type(model.config)(final_deploy_params=None), structure) is None
+
+
+def test_the_policy_under_cut_applied_acts_as_the_physically_cut_one_and_is_restored():
+    model = _model()
+    p, keep, states, act = _setup(model)
+    masks, _ = cut_keep(keep, p.gates(), p.structure(), 0.5 * _deploy(model), act, states, tolerance=float("inf"))
+    before = {g: gate.keep_prob.detach().clone() for g, gate in p.gates().items()}
+    cut = copy.deepcopy(model)
+    prune(cut.policy, masks)
+    with torch.no_grad():
+        with cut_applied(p.gates(), masks):
+            applied = act(states)
+        physical = cut.policy._act(states, True)
+        assert torch.allclose(applied, physical, atol=1e-6) and not torch.allclose(applied, act(states), atol=1e-3)
+    assert all(torch.equal(gate.keep_prob, before[g]) for g, gate in p.gates().items())
+
+
+def test_a_refused_cut_is_made_again_allowing_half_its_action_change():
+    model = _model()
+    p, keep, states, act = _setup(model)
+    target = 0.3 * _deploy(model)
+    _, tolerance = cut_keep(keep, p.gates(), p.structure(), target, act, states, float("inf"))  # reaches the size
+    tried = []
+
+    def accept(masks):  # refuses the first cut; records what it was shown
+        tried.append({g: m.clone() for g, m in masks.items()})
+        return len(tried) == 2
+
+    masks, change, used = checked_cut(keep, p.gates(), p.structure(), target, act, states, 2 * tolerance,
+                                      accept=accept)
+    first, first_change = cut_keep(keep, p.gates(), p.structure(), target, act, states, 2 * tolerance)
+    assert first_change == tolerance  # within twice the tolerance it needs, it stops at the size with the same change
+    second, second_change = cut_keep(keep, p.gates(), p.structure(), target, act, states, tolerance / 2)
+    assert len(tried) == 2 and used == tolerance / 2 and change == second_change <= tolerance / 2
+    assert all(torch.equal(tried[0][g], first[g]) and torch.equal(masks[g], second[g]) for g in keep)
+    assert sum(int(m.sum()) for m in first.values()) < sum(int(m.sum()) for m in second.values())
+
+
+def test_with_every_cut_refused_the_policy_stays_as_it_was():
+    model = _model()
+    p, keep, states, act = _setup(model)
+    tried = []
+    masks, change, used = checked_cut(keep, p.gates(), p.structure(), 0.3 * _deploy(model), act, states, 0.2,
+                                      accept=lambda m: tried.append(m) is not None)
+    assert len(tried) == TRIES and used is None and change == 0.0
+    assert all(torch.equal(masks[g], keep[g]) for g in keep)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from xinet_rl.checkpoint import checkpoint_dirs as list_checkpoints
 from xinet_rl.checkpoint import env_state, set_env_state
+from xinet_rl.final_cut import cut_applied
 from xinet_rl.io import write_text_atomic
 
 EVAL_COLUMNS = ["step", "event", "return_mean", "return_std", "expected_params_train", "expected_params_deploy",
@@ -195,8 +196,11 @@ class FinalCut(BaseCallback):
     (a row of ``evaluations.csv``), cut, and the cut policy evaluated on the same episodes by :class:`Evaluate`
     (its row, TensorBoard and the progress bar), so the final evaluation is of the policy the run deploys. Placed
     after :class:`RecordPruning` (which has written the last update's events) and before :class:`Evaluate`.
-    :attr:`record` then holds both returns, both deployable sizes and the action change (``summary.json``'s
-    ``final_cut``). A run stopped (a signal) is not cut.
+
+    With ``final_cut_max_loss`` a cut is kept only if its mean return on validation episodes (as many as an
+    evaluation has, the ones the evaluation environment runs next, so not those reported) is at least the uncut
+    policy's there less that share of its size. :attr:`record` then holds both returns, both deployable sizes, the
+    action change and the validation returns (``summary.json``'s ``final_cut``). A run stopped (a signal) is not cut.
 
     :param evaluation: the run's evaluations.
     """
@@ -225,14 +229,42 @@ class FinalCut(BaseCallback):
             before = table.append_eval(step, np.asarray(returns), model)["return_mean"]
         deploy = model.policy.param_counts()["deploy"]
         self.record = {"target": model.final_cut, "params_deploy_before": deploy, "return_before": before}
-        if model.cut_off_units():
+        accept = self._validation() if model.final_cut is not None else None
+        if model.cut_off_units(accept=accept):
             table.append_prune(model.prune_events[-1], model)
             if episodes is not None:
                 set_env_state(evaluation.eval_env, episodes, {})
             evaluation.evaluate(step)
         self.record.update({"params_deploy": model.policy.param_counts()["deploy"],
-                            "action_change": model.final_cut_change, "tolerance": model.config.final_cut_tolerance,
+                            "action_change": model.final_cut_change, "tolerance": model.final_cut_tolerance,
                             "return": table.last_eval["return_mean"]})
+
+    def _validation(self):
+        """The check of a cut (``None`` without ``final_cut_max_loss``): its mean return on the validation episodes
+        against the uncut policy's, each policy on the same episodes; each return goes into :attr:`record`."""
+        model, env, episodes = self.model, self.evaluation.eval_env, self.evaluation.episodes
+        max_loss = model.config.final_cut_max_loss
+        if max_loss is None:
+            return None
+        start = env_state(env)[0]
+
+        def validation_return() -> float:
+            set_env_state(env, start, {})
+            returns, _ = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=True,
+                                         return_episode_rewards=True)
+            return float(np.mean(returns))
+
+        uncut = validation_return()
+        self.record["validation"] = {"episodes": episodes, "max_loss": max_loss, "return_uncut": uncut,
+                                     "returns_cut": []}
+
+        def accept(masks: dict) -> bool:
+            with cut_applied(model.policy.gates(), masks):
+                cut = validation_return()
+            self.record["validation"]["returns_cut"].append(cut)
+            return cut >= uncut - max_loss * abs(uncut)
+
+        return accept
 
 
 # SIGHUP: the terminal was closed (or the session ended); it stops a run like SIGTERM does, with a checkpoint

@@ -60,11 +60,14 @@ class AgentConfig:
     target_deploy_params: Optional[float] = None
     target_deploy_flops: Optional[float] = None  # matmul FLOPs per action of the deployable policy
     budget_lr: float = 0.002  # step of the budget controller on log(prune_strength), per gate step
-    # the end of training: the deployable policy is cut toward this size (same forms as a budget), lowest π first, as
-    # far as its actions on recent states move by at most final_cut_tolerance (RMS; xinet_rl/final_cut.py); the final
-    # evaluation is of the cut policy. 0.1 and 0.1 from docs/method.md ("The final cut"); null: no cut
+    # the end of training: the deployable policy is cut toward this size (same forms as a budget), the units that move
+    # its actions least first, as far as its actions on recent states move by at most final_cut_tolerance (RMS;
+    # xinet_rl/final_cut.py), and kept only if its return on validation episodes is within final_cut_max_loss of the
+    # uncut policy's (else cut again, allowing half its action change; null: no check); the final evaluation is of
+    # the cut policy. Values from docs/method.md ("The final cut"); final_deploy_params null: no cut
     final_deploy_params: Optional[float] = 0.1
     final_cut_tolerance: float = 0.1
+    final_cut_max_loss: Optional[float] = 0.05
     deploy_cost_mix: float = 0.0  # β: weight of the deployable policy's own cost
     gate_lr: float = 4e-3  # with gate_update_every 4: the same gate speed per update as 1e-3 every update
     gate_init: float = 1.0
@@ -109,7 +112,7 @@ VARIANT_KEYS: dict[str, dict[str, Any]] = {
 other key with the gated agent."""
 VARIANTS = tuple(VARIANT_KEYS)
 _CHOICES = {"gate_estimator": ("curvature", "straight_through"), "variant": VARIANTS}
-_UNIT_INTERVAL = {"deploy_cost_mix", "gate_init", "tau", "gamma", "loss_scale_decay"}
+_UNIT_INTERVAL = {"final_cut_max_loss", "deploy_cost_mix", "gate_init", "tau", "gamma", "loss_scale_decay"}
 _POSITIVE = {"width_scale", "batch_size", "buffer_size", "ofenet_units", "total_steps", "eval_freq", "eval_episodes",
              "learning_rate", "ofenet_lr", "gate_lr", "gate_update_every", "ent_coef_init", "log_interval",
              "prune_interval", "prune_patience", "min_units", "keep_checkpoints", "train_freq", "budget_lr"}
@@ -145,6 +148,10 @@ def _coerce(key: str, value: Any) -> Any:
         elif unit == "episode":
             raise ConfigError(f"config key 'train_freq' counts environment steps; SB3's unit 'episode' is not "
                               f"supported, got {value!r}")
+    if kind == "Optional[float]":  # null switches the feature off
+        if value is None:
+            return None
+        kind = "float"
     try:
         if kind == "bool":
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
@@ -176,7 +183,7 @@ def _coerce(key: str, value: Any) -> Any:
             return str(value)
     except (TypeError, ValueError, yaml.YAMLError):
         pass
-    raise ConfigError(f"config key '{key}' expects {_describe(kind)}, got {value!r}")
+    raise ConfigError(f"config key '{key}' expects {_describe(_TYPES[key])}, got {value!r}")
 
 
 def _coerce_budget(key: str, value: Any) -> float | None:
@@ -216,7 +223,8 @@ def _coerce_width(v: Any) -> int:
 
 def _describe(kind: str) -> str:
     return {"int": "an integer", "float": "a number", "bool": "true or false",
-            "list[int]": "a list of positive integers", "str": "a string"}.get(kind, kind)
+            "list[int]": "a list of positive integers", "str": "a string",
+            "Optional[float]": "a number or null"}.get(kind, kind)
 
 
 def _check_range(key: str, value: Any) -> None:

@@ -12,12 +12,18 @@ next (removals add up in the mean square while they are small). Cutting lowest `
 policies stopped at 21-22% of the unpruned one's parameters within the tolerance; see ``docs/method.md``, "The final
 cut". A unit whose removal would take the change past the tolerance stays; the cut stops at the size, or when no unit
 is left that can go.
+
+A small change in the actions is not always a small change in the return: a hopping gait can fall over on 0.05 (RMS)
+where a running one loses nothing at 0.1 (Hopper: 2,445 to 1,186; ``docs/method.md``). So the cut is also checked on
+what it is for, when the caller can run episodes (``accept``): a cut the check refuses is followed by one allowed half
+its action change, up to :data:`TRIES` cuts, and with none accepted the policy is left as trained.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from contextlib import contextmanager
+from typing import Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +35,9 @@ from xinet_rl.structure import ACTOR, Structure, is_deployed, network_of
 ROUNDS = 50
 """Each round of the cut removes up to this fraction (one in ``ROUNDS``) of the candidates, in the order measured at
 its start: re-measuring after every unit costs a forward pass per candidate and unit."""
+
+TRIES = 4
+"""Cuts tried when the check refuses them, each allowed half the action change of the one refused before it."""
 
 
 def final_cut_target(config, structure: Structure) -> float | None:
@@ -100,3 +109,40 @@ def cut_keep(keep: dict[str, Tensor], gates: Mapping[str, nn.Module], structure:
             for group, index, value in saved:
                 keep_probs[group][index] = value
     return masks, math.sqrt(current)
+
+
+@contextmanager
+def cut_applied(gates: Mapping[str, nn.Module], masks: Mapping[str, Tensor]) -> Iterator[None]:
+    """The policy as ``masks`` would leave it, in mean mode (evaluation, acting): the ``π`` of every unit ``masks``
+    drops set to 0, which is exactly its removal there; restored on exit."""
+    saved = {group: gate.keep_prob.data[~masks[group]].clone() for group, gate in gates.items() if group in masks}
+    try:
+        with torch.no_grad():
+            for group, values in saved.items():
+                gates[group].keep_prob.data[~masks[group]] = 0.0
+        yield
+    finally:
+        with torch.no_grad():
+            for group, values in saved.items():
+                gates[group].keep_prob.data[~masks[group]] = values
+
+
+def checked_cut(keep: dict[str, Tensor], gates: Mapping[str, nn.Module], structure: Structure, target: float,
+                act, observations: Tensor, tolerance: float, min_units: int = 1,
+                accept: Callable[[dict[str, Tensor]], bool] | None = None
+                ) -> tuple[dict[str, Tensor], float, float | None]:
+    """:func:`cut_keep`, kept only where ``accept`` (given the masks) says so; a refused cut is followed by one that
+    moves the actions at most half as far as it did (half the tolerance would repeat a cut that stopped at the size
+    well within it), up to :data:`TRIES` cuts. Returns the masks, their action change and the tolerance of the cut
+    kept (``keep``, 0 and ``None`` when every cut was refused).
+
+    :param accept: whether the policy cut to the given masks may be kept (``None``: every cut is)
+    """
+    for _ in range(TRIES):
+        masks, change = cut_keep(keep, gates, structure, target, act, observations, tolerance, min_units)
+        if accept is None or all(torch.equal(masks[g], keep[g]) for g in keep) or accept(masks):
+            return masks, change, tolerance
+        if change == 0.0:  # no smaller cut moves the actions less
+            break
+        tolerance = change / 2
+    return keep, 0.0, None

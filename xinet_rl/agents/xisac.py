@@ -32,7 +32,7 @@ from xinet_rl.config import (AgentConfig, ConfigError, UnknownKeyError, agent_co
                              current_keys)
 from xinet_rl.cost import pretrain_flops, update_flops
 from xinet_rl.cuda_graph import GraphedAct, GraphedUpdate
-from xinet_rl.final_cut import cut_keep, final_cut_target
+from xinet_rl.final_cut import checked_cut, final_cut_target
 from xinet_rl.guards import TrainingError
 from xinet_rl.io import ModelFileError, _versions, write_model_file
 from xinet_rl.policy import XiPolicy
@@ -194,6 +194,7 @@ class XiSAC(OffPolicyAlgorithm):
             final_cut_target(cfg, build_structure(initial_widths(cfg, self.observation_space, self.action_space)))
             if cfg.gated and cfg.prune else None)
         self.final_cut_change: float | None = None  # the action change the final cut made (xinet_rl/final_cut.py)
+        self.final_cut_tolerance: float | None = None  # the tolerance of the cut made (None: every cut refused)
         self.policy_kwargs = dict(widths=widths.to_dict(), config=cfg, budget=self.budget)
         super()._setup_model()
         # acting through CUDA graphs when observations are on a GPU: the policy is handed the graphed act function
@@ -376,16 +377,19 @@ class XiSAC(OffPolicyAlgorithm):
             self._record_prune_event(removed)
         return removed
 
-    def cut_off_units(self, observations: torch.Tensor | None = None) -> dict[str, int]:
+    def cut_off_units(self, observations: torch.Tensor | None = None,
+                      accept: Callable[[dict[str, torch.Tensor]], bool] | None = None) -> dict[str, int]:
         """Remove every unit that is off (``π <= prune_eps``) now, without the patience or a budget's guard, and
         record the event: the end of a budgeted run or of one with a final cut, whose model then is the policy it
         deploys (a unit at 0 contributes nothing, so only the float rounding of the sums changes). Where the units on
         still exceed the budget, those with the lowest ``π`` go too, until the policy fits (:func:`fit_keep`); then
         the final cut (``final_deploy_params``, :mod:`xinet_rl.final_cut`) as far as the actions on ``observations``
-        allow (default: :meth:`recent_observations`; without any, no final cut). Returns the units removed per
-        group.
+        allow (default: :meth:`recent_observations`; without any, no final cut) and ``accept`` agrees. Returns the
+        units removed per group.
 
         :param observations: states on which the final cut's action change is measured
+        :param accept: given a final cut's masks (units kept per group), whether that cut may be made; a refused cut
+            is followed by one allowed half its action change (:func:`~xinet_rl.final_cut.checked_cut`)
         """
         cfg, p = self.config, self.policy
         on = {g: gate.keep_prob.detach() > cfg.prune_eps for g, gate in p.gates().items()}
@@ -395,9 +399,9 @@ class XiSAC(OffPolicyAlgorithm):
         if self.final_cut is not None:
             states = self.recent_observations() if observations is None else observations
             if states is not None:
-                keep, self.final_cut_change = cut_keep(keep, p.gates(), p.structure(), self.final_cut,
-                                                       lambda o: p._act(o, True), states, cfg.final_cut_tolerance,
-                                                       cfg.min_units)
+                keep, self.final_cut_change, self.final_cut_tolerance = checked_cut(
+                    keep, p.gates(), p.structure(), self.final_cut, lambda o: p._act(o, True), states,
+                    cfg.final_cut_tolerance, cfg.min_units, accept)
         removed = prune(p, keep)
         if removed:
             self._record_prune_event(removed)
