@@ -212,8 +212,8 @@ def test_summary_json(run):
     assert all(r < floor for r in check["returns_cut"][:-1 if kept else None])
     if kept:
         assert check["returns_cut"][-1] >= floor
-        assert 0 < cut["action_change"] <= cut["tolerance"] <= 0.1
-        assert (cut["tolerance"] == 0.1) == (len(check["returns_cut"]) == 1)
+        assert 0 < cut["action_change"] <= cut["tolerance"] <= config["final_cut_tolerance"]
+        assert (cut["tolerance"] == config["final_cut_tolerance"]) == (len(check["returns_cut"]) == 1)
     assert summary["widths_final"]["critic1"] == summary["widths_initial"]["critic1"]  # not deployed: not cut
 
     assert summary["final_eval_return_mean"] == float(rows[-1]["return_mean"])
