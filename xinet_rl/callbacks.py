@@ -239,7 +239,7 @@ class FinalCut(BaseCallback):
                             "action_change": model.final_cut_change, "tolerance": model.final_cut_tolerance,
                             "return": table.last_eval["return_mean"]})
 
-    def _validation(self):
+    def _validation(self) -> Callable[[dict], bool] | None:
         """The check of a cut (``None`` without ``final_cut_max_loss``): its mean return on the validation episodes
         against the uncut policy's, each policy on the same episodes; each return goes into :attr:`record`."""
         model, env, episodes = self.model, self.evaluation.eval_env, self.evaluation.episodes
