@@ -198,10 +198,14 @@ def test_summary_json(run):
         events = [(int(r["step"]), r["event"]) for r in csv.DictReader(handle)]
     assert events[-3:] == [(TOTAL_STEPS, "eval"), (TOTAL_STEPS, "prune"), (TOTAL_STEPS, "eval")]
     assert [e for _, e in events].count("prune") == 1
-    cut = summary["final_cut"]
+    final_cut = summary["final_cut"]
+    assert final_cut["target"] == pytest.approx(0.1 * INITIAL["deploy"])
+    assert [c["step"] for c in final_cut["cuts"]] == [TOTAL_STEPS]  # final_cut_from 1: at the end only
+    cut = final_cut["cuts"][0]
     _, rows = read_evaluations(out)
-    assert cut["target"] == pytest.approx(0.1 * INITIAL["deploy"]) and cut["params_deploy_before"] == INITIAL["deploy"]
-    assert cut["params_deploy"] == summary["params_final"]["deploy"] < INITIAL["deploy"]
+    assert cut["params_deploy_before"] == INITIAL["deploy"]
+    assert cut["params_deploy"] == final_cut["params_deploy"] == summary["params_final"]["deploy"] < INITIAL["deploy"]
+    assert final_cut["return"] == cut["return"]
     assert cut["return_before"] == float(rows[-2]["return_mean"]) and cut["return"] == float(rows[-1]["return_mean"])
     # the return check: each cut tried is scored on the validation episodes; every one but a kept last was refused
     check = cut["validation"]
@@ -299,6 +303,10 @@ BAD_INPUT = [
                  ["final_cut_max_loss", "a number or null", "5%"], id="max-loss-with-a-unit"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "final_cut_max_loss=2"],
                  ["final_cut_max_loss", "2"], id="max-loss-above-one"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "final_cut_from=0"],
+                 ["final_cut_from", "positive"], id="cut-from-zero"),
+    pytest.param(lambda d: ["--env", ENV_ID, "--set", "final_cut_from=1.5"],
+                 ["final_cut_from", "[0, 1]", "1.5"], id="cut-from-above-one"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_params=0"],
                  ["target_deploy_params", "must be positive"], id="zero-budget"),
     pytest.param(lambda d: ["--env", ENV_ID, "--set", "target_deploy_params=10000000"],

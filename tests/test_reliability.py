@@ -107,6 +107,45 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_final_cut_during_training_is_trained_on_and_resumed_bit_for_bit(tmp_path):
+    """With ``final_cut_from`` the final cut comes at the first evaluation from that share of the run on (step 500
+    of 1500), training goes on with the cut policy, and only the end cut follows (the policy is within the size).
+    Run B stops at 900 and resumes from its checkpoint at 600, after the cut: the cut's record comes back with the
+    checkpoint and the run ends as A does."""
+    common = ["--env", "HalfCheetah-v4", *SMALL, "--set", "checkpoint_freq=600", "--set", "eval_freq=500",
+              "--set", "final_cut_from=0.3", "--set", "final_deploy_params=0.05", "--set", "final_cut_tolerance=2",
+              "--set", "final_cut_max_loss=null"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    first = xinet_train(*common, "--total-steps", 1500, "--out", a)
+    assert first.returncode == 0, first.stderr[-1500:]
+    part = xinet_train(*common, "--total-steps", 900, "--out", b)
+    assert part.returncode == 0, part.stderr[-1500:]
+    resumed = xinet_train("--resume", b, "--total-steps", 1500, "--no-progress", "--device", "cpu")
+    assert resumed.returncode == 0, resumed.stderr[-1500:]
+    summary_a, summary_b = (json.loads((run / "summary.json").read_text()) for run in (a, b))
+    cut_a = summary_a["final_cut"]
+    assert [c["step"] for c in cut_a["cuts"]] == [500, 1500]
+    first_cut = cut_a["cuts"][0]
+    assert first_cut["params_deploy"] <= cut_a["target"] < first_cut["params_deploy_before"]
+    rows = eval_rows(a)
+    events_500 = [r["event"] for r in rows if r["step"] == "500"]
+    assert events_500[-3:] == ["eval", "prune", "eval"]  # the policy as trained, the cut, the cut policy
+    later = [r for r in rows if int(r["step"]) > 500]
+    assert later and all(int(r["params_deploy"]) <= first_cut["params_deploy"] for r in later)
+    cut_row = next(r for r in rows if r["step"] == "500" and r["event"] == "prune")
+    assert int(later[-1]["train_flops_total"]) > int(cut_row["train_flops_total"])  # trained on after the cut
+    assert summary_b["final_cut"] == cut_a
+    state_a = load_file(str(a / "model.safetensors"))
+    state_b = load_file(str(b / "model.safetensors"))
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
+    for row_a, row_b in zip(rows, eval_rows(b), strict=True):
+        assert {k: v for k, v in row_a.items() if k != "update_ms"} == {k: v for k, v in row_b.items()
+                                                                        if k != "update_ms"}
+
+
+@pytest.mark.slow
 def test_a_stop_during_pretraining_is_answered_within_an_update_and_resumes_bit_for_bit(tmp_path, monkeypatch):
     """SIGTERM arrives at OFENet's 20th of 200 pre-training updates (sent from the pre-training hook, so at a known
     update, not after a delay). The run stops there with the checkpoint of its step, not after the other 180; the

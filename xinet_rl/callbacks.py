@@ -117,21 +117,22 @@ class RecordPruning(BaseCallback):
         super().__init__()
         self.table, self.written = table, written
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the rows of the events not yet written."""
         events = self.model.prune_events
         while self.written < len(events):
             self.table.append_prune(events[self.written], self.model)
             self.written += 1
 
     def _on_rollout_start(self) -> None:
-        self._flush()
+        self.flush()
 
     def _on_step(self) -> bool:
-        self._flush()
+        self.flush()
         return True
 
     def _on_training_end(self) -> None:
-        self._flush()
+        self.flush()
 
 
 class Evaluate(BaseCallback):
@@ -191,34 +192,67 @@ class Evaluate(BaseCallback):
 
 
 class FinalCut(BaseCallback):
-    """When training reaches its total, the final cut (:meth:`~xinet_rl.agents.xisac.XiSAC.cut_off_units`: the units
-    that are off, a budget's fit and ``final_deploy_params``): the policy as trained is evaluated at the final step
-    (a row of ``evaluations.csv``), cut, and the cut policy evaluated on the same episodes by :class:`Evaluate`
-    (its row, TensorBoard and the progress bar), so the final evaluation is of the policy the run deploys. Placed
-    after :class:`RecordPruning` (which has written the last update's events) and before :class:`Evaluate`.
+    """The final cut (:meth:`~xinet_rl.agents.xisac.XiSAC.cut_off_units`: the units that are off, a budget's fit and
+    ``final_deploy_params``), made when training reaches its total and, from ``final_cut_from`` of the total steps
+    on, at every evaluation where the deployable policy is still above the size: training goes on with the cut
+    policy, so that the next cut starts from one that has adapted to the last (a cut within the tolerance moves the
+    actions by up to 0.1; ten thousand more updates let the networks that remain take over the work of those cut).
+    At each cut the policy as trained is evaluated at its step (a row of ``evaluations.csv``), cut, and the cut
+    policy evaluated on the same episodes by :class:`Evaluate` (its row, TensorBoard and the progress bar), so the
+    final evaluation is of the policy the run deploys. Placed after :class:`RecordPruning` (which has written the
+    last update's events) and before :class:`Evaluate`.
 
     With ``final_cut_max_loss`` a cut is kept only if its mean return on validation episodes (as many as an
     evaluation has, the ones the evaluation environment runs next, so not those reported) is at least the uncut
-    policy's there less that share of its size. :attr:`record` then holds both returns, both deployable sizes, the
-    action change and the validation returns (``summary.json``'s ``final_cut``). A run stopped (a signal) is not cut.
+    policy's there less that share of its size. :attr:`records` then holds, per cut, both returns, both deployable
+    sizes, the action change and the validation returns (``summary.json``'s ``final_cut``). A run stopped (a signal)
+    is not cut at its end.
 
     :param evaluation: the run's evaluations.
+    :param pruning: the run's pruning rows, which write the cut's row.
+    :param records: the cuts made so far (a resumed run's, from its checkpoint).
     """
 
-    def __init__(self, evaluation: "Evaluate") -> None:
+    def __init__(self, evaluation: "Evaluate", pruning: RecordPruning, records: list[dict] | None = None) -> None:
         super().__init__()
-        self.evaluation = evaluation
-        self.record: dict | None = None
+        self.evaluation, self.pruning = evaluation, pruning
+        self.records: list[dict] = list(records or [])
+
+    @property
+    def record(self) -> dict | None:
+        """``summary.json``'s ``final_cut``: the size, each cut made, and the deployable size and return it ended
+        at (``None`` where no cut was made)."""
+        if not self.records:
+            return None
+        last = self.records[-1]
+        return {"target": self.model.final_cut if self.model is not None else None, "cuts": self.records,
+                "params_deploy": last["params_deploy"], "return": last["return"]}
 
     def _on_step(self) -> bool:
         return True
 
+    def _on_rollout_start(self) -> None:
+        model, every = self.model, self.evaluation.every
+        step, total = model.num_timesteps, model._total_timesteps
+        if model.final_cut is None or every <= 0 or step % every != 0 or step >= total or step == 0:
+            return
+        if step < model.config.final_cut_from * total or step == self.evaluation.table.last_eval_step:
+            return
+        if model.policy.param_counts()["deploy"] > model.final_cut:
+            self._cut(step)
+
     def _on_training_end(self) -> None:
-        model, evaluation = self.model, self.evaluation
+        model = self.model
         step = model.num_timesteps
         stop = getattr(model, "stop_requested", None)
         if step < model._total_timesteps or (model.budget is None and model.final_cut is None) or (stop and stop()):
             return  # a run stopped at its last step is cut when it is resumed (and finishes there)
+        self._cut(step)
+
+    def _cut(self, step: int) -> None:
+        """Evaluate the policy as trained at ``step`` (unless done), cut it, evaluate the cut policy on the same
+        episodes, and append the cut's record."""
+        model, evaluation = self.model, self.evaluation
         table = evaluation.table
         if table.last_eval_step == step:  # evaluated at this step already: the episodes it was shown
             episodes, before = evaluation.episodes_from, table.last_eval["return_mean"]
@@ -227,21 +261,22 @@ class FinalCut(BaseCallback):
             returns, _ = evaluate_policy(model, evaluation.eval_env, n_eval_episodes=evaluation.episodes,
                                          deterministic=True, return_episode_rewards=True)
             before = table.append_eval(step, np.asarray(returns), model)["return_mean"]
-        deploy = model.policy.param_counts()["deploy"]
-        self.record = {"target": model.final_cut, "params_deploy_before": deploy, "return_before": before}
-        accept = self._validation() if model.final_cut is not None else None
+        record = {"step": int(step), "params_deploy_before": model.policy.param_counts()["deploy"],
+                  "return_before": before}
+        accept = self._validation(record) if model.final_cut is not None else None
         if model.cut_off_units(accept=accept):
-            table.append_prune(model.prune_events[-1], model)
+            self.pruning.flush()
             if episodes is not None:
                 set_env_state(evaluation.eval_env, episodes, {})
             evaluation.evaluate(step)
-        self.record.update({"params_deploy": model.policy.param_counts()["deploy"],
-                            "action_change": model.final_cut_change, "tolerance": model.final_cut_tolerance,
-                            "return": table.last_eval["return_mean"]})
+        record.update({"params_deploy": model.policy.param_counts()["deploy"],
+                       "action_change": model.final_cut_change, "tolerance": model.final_cut_tolerance,
+                       "return": table.last_eval["return_mean"]})
+        self.records.append(record)
 
-    def _validation(self) -> Callable[[dict], bool] | None:
+    def _validation(self, record: dict) -> Callable[[dict], bool] | None:
         """The check of a cut (``None`` without ``final_cut_max_loss``): its mean return on the validation episodes
-        against the uncut policy's, each policy on the same episodes; each return goes into :attr:`record`."""
+        against the uncut policy's, each policy on the same episodes; each return goes into ``record``."""
         model, env, episodes = self.model, self.evaluation.eval_env, self.evaluation.episodes
         max_loss = model.config.final_cut_max_loss
         if max_loss is None:
@@ -255,13 +290,13 @@ class FinalCut(BaseCallback):
             return float(np.mean(returns))
 
         uncut = validation_return()
-        self.record["validation"] = {"episodes": episodes, "max_loss": max_loss, "return_uncut": uncut,
+        record["validation"] = {"episodes": episodes, "max_loss": max_loss, "return_uncut": uncut,
                                      "returns_cut": []}
 
         def accept(masks: dict) -> bool:
             with cut_applied(model.policy.gates(), masks):
                 cut = validation_return()
-            self.record["validation"]["returns_cut"].append(cut)
+            record["validation"]["returns_cut"].append(cut)
             return cut >= uncut - max_loss * abs(uncut)
 
         return accept

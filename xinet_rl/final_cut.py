@@ -1,5 +1,6 @@
-"""The final cut: when training ends, the deployable policy is cut toward a stated size (``final_deploy_params``),
-the units whose removal moves its actions least per parameter first, for as long as its actions stay where they were.
+"""The final cut: in the last stretch of training (``final_cut_from``, :class:`~xinet_rl.callbacks.FinalCut`) and
+when it ends, the deployable policy is cut toward a stated size (``final_deploy_params``), the units whose removal
+moves its actions least per parameter first, for as long as its actions stay where they were.
 
 At a fixed strength many actor units end between 0 and 1 (HalfCheetah at 0.3: 83 of the first layer's 128), each
 deployed whole although the policy scales its output by ``π``; and the state block keeps the units the auxiliary loss

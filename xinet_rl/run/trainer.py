@@ -117,15 +117,16 @@ def train(env_id: str, config: TrainConfig, seed: int, run_dir: Path, device: to
     elapsed_before = float(run_info["elapsed"])
 
     def checkpoint_extra() -> dict:
-        return {"run": {**run_info, "elapsed": elapsed_before + time.perf_counter() - start},
+        return {"run": {**run_info, "elapsed": elapsed_before + time.perf_counter() - start,
+                        "final_cuts": final_cut.records},
                 "eval_env": env_state(eval_env)[0]}
 
     bar = ProgressBar(config.total_steps) if progress else None
     evaluation = Evaluate(eval_env, config.eval_freq, config.eval_episodes, table, bar)
     checkpoints = Checkpoints(run_dir, config.checkpoint_freq, config.keep_checkpoints, checkpoint_extra)
-    final_cut = FinalCut(evaluation)  # before the final evaluation: it is of the cut policy
-    callbacks = [FiniteObservations(), RecordPruning(table, written=len(model.prune_events)), final_cut, evaluation,
-                 checkpoints]
+    pruning = RecordPruning(table, written=len(model.prune_events))
+    final_cut = FinalCut(evaluation, pruning, run_info.get("final_cuts"))  # before the evaluation: it is of the cut
+    callbacks = [FiniteObservations(), pruning, final_cut, evaluation, checkpoints]
     remaining = max(0, config.total_steps - model.num_timesteps)
     model.learn(total_timesteps=remaining, callback=CallbackList(callbacks + ([bar] if bar else [])),
                 log_interval=config.log_interval, reset_num_timesteps=resume_from is None)
