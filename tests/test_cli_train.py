@@ -148,19 +148,27 @@ def test_evaluations_csv_rows_at_each_eval_and_final_step(run):
     expected_steps = list(range(EVAL_FREQ, TOTAL_STEPS + 1, EVAL_FREQ))
     if expected_steps[-1] != TOTAL_STEPS:
         expected_steps.append(TOTAL_STEPS)
-    # the final step twice: the policy trained, then the policy the final cut leaves (see test_summary_json)
-    assert [int(r["step"]) for r in rows] == expected_steps + [TOTAL_STEPS]
+    # a step with a cut twice: the policy trained, then the policy the cut leaves (see test_summary_json)
+    cuts = json.loads((out / "summary.json").read_text())["final_cut"]["cuts"]
+    made = [c["step"] for c in cuts if c["params_deploy"] < c["params_deploy_before"]]
+    assert [int(r["step"]) for r in rows] == sorted(expected_steps + made)
     for r in rows:
         assert np.isfinite(float(r["return_mean"]))
         assert float(r["return_std"]) >= 0
         assert 0 < float(r["expected_params_deploy"]) < float(r["expected_params_train"]) <= INITIAL["train"]
         assert float(r["expected_params_deploy"]) <= INITIAL["deploy"]
-    # no pruning during training (see test_summary_json): the actual counts are the initial ones up to the cut
-    for r in rows[:-1]:
+    # no pruning during training (see test_summary_json): the actual counts are the initial ones up to the first cut
+    first_cut = [int(r["step"]) for r in rows].index(made[0]) + 1
+    for r in rows[:first_cut]:
         assert {"train": int(r["params_train"]), "deploy": int(r["params_deploy"])} == INITIAL
-    # the training compute so far: grows with every evaluation, and the last row's is the run's total
+    assert int(rows[first_cut]["params_deploy"]) < INITIAL["deploy"]
+    # the training compute so far: grows from each evaluated step to the next, and the last row's is the run's total
+    flops = {}
+    for r in rows:  # the rows of one step (before and after a cut) agree: a cut is no update
+        assert flops.setdefault(int(r["step"]), int(r["train_flops_total"])) == int(r["train_flops_total"])
+    values = [flops[step] for step in sorted(flops)]
+    assert all(a < b for a, b in zip(values[:-1], values[1:])), values
     flops = [int(r["train_flops_total"]) for r in rows]
-    assert all(a < b for a, b in zip(flops[:-1], flops[1:-1])) and flops[-1] == flops[-2], flops  # the cut: no update
     assert flops[-1] == json.loads((out / "summary.json").read_text())["train_flops_total"]
     # a gated run without a budget: the strength it was given, and no budget columns
     assert {r["prune_strength"] for r in rows} == {"0.3"}
@@ -187,37 +195,48 @@ def test_summary_json(run):
                                          "actor": WIDTHS["actor"], "critic1": WIDTHS["critic1"],
                                          "critic2": WIDTHS["critic2"]}
     # No pruning check comes in this run (the first one is due after prune_start updates, one update per step after
-    # learning_starts), so nothing is removed while it trains; the one event is the final cut (final_deploy_params,
-    # 10% by default), which removes units lowest π first as far as the actions allow, and whose policy is evaluated
-    # again
+    # learning_starts), so nothing is removed while it trains but by the final cut (final_deploy_params, 10% by
+    # default): at the first evaluation from final_cut_from (0.9) of the run, step 1000, where the policy is still at
+    # its initial size, and at the end. Each removes the units that move the actions least as far as they allow, and
+    # its policy is evaluated again
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert TOTAL_STEPS - config["learning_starts"] < config["prune_start"]
-    assert config["final_deploy_params"] == 0.1
-    assert summary["prune_events"] == 1
+    assert config["final_deploy_params"] == 0.1 and config["final_cut_from"] == 0.9
+    final_cut = summary["final_cut"]
+    cuts = final_cut["cuts"]
+    assert final_cut["target"] == pytest.approx(0.1 * INITIAL["deploy"])
+    assert [c["step"] for c in cuts] == [1000, TOTAL_STEPS]
+    assert cuts[0]["params_deploy_before"] == INITIAL["deploy"]
+    assert cuts[1]["params_deploy_before"] == cuts[0]["params_deploy"]
+    assert final_cut["params_deploy"] == cuts[-1]["params_deploy"] == summary["params_final"]["deploy"]
+    assert summary["params_final"]["deploy"] < INITIAL["deploy"] and final_cut["return"] == cuts[-1]["return"]
+    made = [c for c in cuts if c["params_deploy"] < c["params_deploy_before"]]
+    assert made and summary["prune_events"] == len(made)
     with (out / "evaluations.csv").open(newline="") as handle:
         events = [(int(r["step"]), r["event"]) for r in csv.DictReader(handle)]
-    assert events[-3:] == [(TOTAL_STEPS, "eval"), (TOTAL_STEPS, "prune"), (TOTAL_STEPS, "eval")]
-    assert [e for _, e in events].count("prune") == 1
-    final_cut = summary["final_cut"]
-    assert final_cut["target"] == pytest.approx(0.1 * INITIAL["deploy"])
-    assert [c["step"] for c in final_cut["cuts"]] == [TOTAL_STEPS]  # final_cut_from 1: at the end only
-    cut = final_cut["cuts"][0]
+    assert [e for _, e in events].count("prune") == len(made)
+    for cut in made:  # the policy as trained, the cut, the cut policy
+        at_step = [e for step, e in events if step == cut["step"]]
+        assert at_step[-3:] == ["eval", "prune", "eval"]
     _, rows = read_evaluations(out)
-    assert cut["params_deploy_before"] == INITIAL["deploy"]
-    assert cut["params_deploy"] == final_cut["params_deploy"] == summary["params_final"]["deploy"] < INITIAL["deploy"]
-    assert final_cut["return"] == cut["return"]
-    assert cut["return_before"] == float(rows[-2]["return_mean"]) and cut["return"] == float(rows[-1]["return_mean"])
+    last = cuts[-1]
+    if last in made:
+        assert last["return_before"] == float(rows[-2]["return_mean"])
+        assert last["return"] == float(rows[-1]["return_mean"])
+    else:
+        assert last["return_before"] == last["return"] == float(rows[-1]["return_mean"])
     # the return check: each cut tried is scored on the validation episodes; every one but a kept last was refused
-    check = cut["validation"]
-    assert check["max_loss"] == config["final_cut_max_loss"] == 0.05
-    assert check["episodes"] == config["eval_episodes"] and 1 <= len(check["returns_cut"]) <= 4
-    floor = check["return_uncut"] - 0.05 * abs(check["return_uncut"])
-    kept = cut["tolerance"] is not None
-    assert all(r < floor for r in check["returns_cut"][:-1 if kept else None])
-    if kept:
-        assert check["returns_cut"][-1] >= floor
-        assert 0 < cut["action_change"] <= cut["tolerance"] <= config["final_cut_tolerance"]
-        assert (cut["tolerance"] == config["final_cut_tolerance"]) == (len(check["returns_cut"]) == 1)
+    for cut in cuts:
+        check = cut["validation"]
+        assert check["max_loss"] == config["final_cut_max_loss"] == 0.05
+        assert check["episodes"] == config["eval_episodes"] and len(check["returns_cut"]) <= 4
+        floor = check["return_uncut"] - 0.05 * abs(check["return_uncut"])
+        kept = cut["tolerance"] is not None
+        assert all(r < floor for r in check["returns_cut"][:-1 if kept else None])
+        if cut in made:
+            assert check["returns_cut"][-1] >= floor
+            assert 0 < cut["action_change"] <= cut["tolerance"] <= config["final_cut_tolerance"]
+            assert (cut["tolerance"] == config["final_cut_tolerance"]) == (len(check["returns_cut"]) == 1)
     assert summary["widths_final"]["critic1"] == summary["widths_initial"]["critic1"]  # not deployed: not cut
 
     assert summary["final_eval_return_mean"] == float(rows[-1]["return_mean"])

@@ -180,6 +180,10 @@ class Evaluate(BaseCallback):
         returns, lengths = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.episodes,
                                            deterministic=True, return_episode_rewards=True)
         row = self.table.append_eval(step, np.asarray(returns), self.model)
+        return self.report(step, row, lengths)
+
+    def report(self, step: int, row: dict, lengths: list[int]) -> dict:
+        """The ``eval/`` scalars of TensorBoard and the progress bar for the evaluation ``row`` of ``step``."""
         self.logger.record("eval/mean_reward", row["return_mean"])
         if "train_flops_total" in row:
             self.logger.record("eval/train_flops_total", row["train_flops_total"])
@@ -195,8 +199,8 @@ class FinalCut(BaseCallback):
     """The final cut (:meth:`~xinet_rl.agents.xisac.XiSAC.cut_off_units`: the units that are off, a budget's fit and
     ``final_deploy_params``), made when training reaches its total and, from ``final_cut_from`` of the total steps
     on, at every evaluation where the deployable policy is still above the size: training goes on with the cut
-    policy, so that the next cut starts from one that has adapted to the last (a cut within the tolerance moves the
-    actions by up to 0.1; ten thousand more updates let the networks that remain take over the work of those cut).
+    policy, so that the next cut, and the final evaluation, find one that has adapted to the last (the units that
+    remain take over the work of those cut; ``docs/method.md``, "Cutting during training").
     At each cut the policy as trained is evaluated at its step (a row of ``evaluations.csv``), cut, and the cut
     policy evaluated on the same episodes by :class:`Evaluate` (its row, TensorBoard and the progress bar), so the
     final evaluation is of the policy the run deploys. Placed after :class:`RecordPruning` (which has written the
@@ -254,13 +258,15 @@ class FinalCut(BaseCallback):
         episodes, and append the cut's record."""
         model, evaluation = self.model, self.evaluation
         table = evaluation.table
+        uncut = None  # the uncut policy's evaluation, made here: reported where no cut follows
         if table.last_eval_step == step:  # evaluated at this step already: the episodes it was shown
             episodes, before = evaluation.episodes_from, table.last_eval["return_mean"]
         else:
             episodes = env_state(evaluation.eval_env)[0]
-            returns, _ = evaluate_policy(model, evaluation.eval_env, n_eval_episodes=evaluation.episodes,
-                                         deterministic=True, return_episode_rewards=True)
-            before = table.append_eval(step, np.asarray(returns), model)["return_mean"]
+            returns, lengths = evaluate_policy(model, evaluation.eval_env, n_eval_episodes=evaluation.episodes,
+                                               deterministic=True, return_episode_rewards=True)
+            uncut = (table.append_eval(step, np.asarray(returns), model), lengths)
+            before = uncut[0]["return_mean"]
         record = {"step": int(step), "params_deploy_before": model.policy.param_counts()["deploy"],
                   "return_before": before}
         accept = self._validation(record) if model.final_cut is not None else None
@@ -269,6 +275,8 @@ class FinalCut(BaseCallback):
             if episodes is not None:
                 set_env_state(evaluation.eval_env, episodes, {})
             evaluation.evaluate(step)
+        elif uncut is not None:
+            evaluation.report(step, *uncut)
         record.update({"params_deploy": model.policy.param_counts()["deploy"],
                        "action_change": model.final_cut_change, "tolerance": model.final_cut_tolerance,
                        "return": table.last_eval["return_mean"]})

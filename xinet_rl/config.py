@@ -70,7 +70,7 @@ class AgentConfig:
     final_cut_max_loss: Optional[float] = 0.05
     # the final cut is also made at every evaluation from this share of the total steps on, while the policy is above
     # the size, and training goes on with the cut policy, which adapts before the next cut (1: at the end only)
-    final_cut_from: float = 1.0
+    final_cut_from: float = 0.9
     deploy_cost_mix: float = 0.0  # β: weight of the deployable policy's own cost
     gate_lr: float = 4e-3  # with gate_update_every 4: the same gate speed per update as 1e-3 every update
     gate_init: float = 1.0
@@ -115,7 +115,8 @@ VARIANT_KEYS: dict[str, dict[str, Any]] = {
 other key with the gated agent."""
 VARIANTS = tuple(VARIANT_KEYS)
 _CHOICES = {"gate_estimator": ("curvature", "straight_through"), "variant": VARIANTS}
-_UNIT_INTERVAL = {"final_cut_max_loss", "final_cut_from", "deploy_cost_mix", "gate_init", "tau", "gamma", "loss_scale_decay"}
+_UNIT_INTERVAL = {"final_cut_max_loss", "final_cut_from", "deploy_cost_mix", "gate_init", "tau", "gamma",
+                  "loss_scale_decay"}
 _POSITIVE = {"width_scale", "batch_size", "buffer_size", "ofenet_units", "total_steps", "eval_freq", "eval_episodes",
              "learning_rate", "ofenet_lr", "gate_lr", "gate_update_every", "ent_coef_init", "log_interval",
              "prune_interval", "prune_patience", "min_units", "keep_checkpoints", "train_freq", "budget_lr",
