@@ -175,12 +175,16 @@ class Evaluate(BaseCallback):
     def evaluate(self, step: int) -> dict:
         """Evaluate the model now, as the policy of ``step``: the row of ``evaluations.csv`` (returned), the
         ``eval/`` scalars of TensorBoard and the progress bar."""
+        return self.report(step, *self.measure(step))
+
+    def measure(self, step: int) -> tuple[dict, list[int]]:
+        """Run the evaluation episodes for the policy of ``step`` and append its row of ``evaluations.csv``; returns
+        the row and the episode lengths, for :meth:`report`. ``episodes_from`` keeps where the episodes began."""
         self.num_timesteps = step
         self.episodes_from = env_state(self.eval_env)[0]
         returns, lengths = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.episodes,
                                            deterministic=True, return_episode_rewards=True)
-        row = self.table.append_eval(step, np.asarray(returns), self.model)
-        return self.report(step, row, lengths)
+        return self.table.append_eval(step, np.asarray(returns), self.model), lengths
 
     def report(self, step: int, row: dict, lengths: list[int]) -> dict:
         """The ``eval/`` scalars of TensorBoard and the progress bar for the evaluation ``row`` of ``step``."""
@@ -259,14 +263,9 @@ class FinalCut(BaseCallback):
         model, evaluation = self.model, self.evaluation
         table = evaluation.table
         uncut = None  # the uncut policy's evaluation, made here: reported where no cut follows
-        if table.last_eval_step == step:  # evaluated at this step already: the episodes it was shown
-            episodes, before = evaluation.episodes_from, table.last_eval["return_mean"]
-        else:
-            episodes = env_state(evaluation.eval_env)[0]
-            returns, lengths = evaluate_policy(model, evaluation.eval_env, n_eval_episodes=evaluation.episodes,
-                                               deterministic=True, return_episode_rewards=True)
-            uncut = (table.append_eval(step, np.asarray(returns), model), lengths)
-            before = uncut[0]["return_mean"]
+        if table.last_eval_step != step:  # else evaluated at this step already, on the episodes it was shown
+            uncut = evaluation.measure(step)
+        episodes, before = evaluation.episodes_from, table.last_eval["return_mean"]
         record = {"step": int(step), "params_deploy_before": model.policy.param_counts()["deploy"],
                   "return_before": before}
         accept = self._validation(record) if model.final_cut is not None else None
