@@ -113,8 +113,12 @@ def test_deploy_mix_weights_the_deployable_cost():
 
 
 @pytest.mark.parametrize("gated, variant", [(True, {}), (True, {"gate_estimator": "straight_through"}),
+                                            (True, {"ofenet_gate_credit": "consumers"}),
+                                            (True, {"ofenet_gate_credit": "consumers",
+                                                    "gate_estimator": "straight_through"}),
                                             (False, {}), (True, {"ofenet_layers": 0}), (False, {"ofenet_layers": 0})],
-                         ids=["xinet", "xinet-straight-through", "unpruned", "xinet-no-ofenet", "sac"])
+                         ids=["xinet", "xinet-straight-through", "xinet-consumer-credit",
+                              "xinet-consumer-credit-straight-through", "unpruned", "xinet-no-ofenet", "sac"])
 def test_update_flops_equal_what_autograd_computes(gated, variant):
     """``update_flops`` against the matmul FLOPs counted by ``FlopCounterMode`` over real updates, for every variant
     and gate estimator, on a model pruned to irregular widths with one DenseNet layer removed: updates with and
@@ -140,7 +144,7 @@ def test_update_flops_equal_what_autograd_computes(gated, variant):
         assert len(model.policy.ofenet.state.layers) == (2 if model.policy.has_ofenet else 0)
     structure = model.policy.structure()
     estimator = model.config.gate_estimator
-    with_gate = update_flops(structure, 32, gated, estimator=estimator)
+    with_gate = update_flops(structure, 32, gated, estimator=estimator, ofenet_credit=model.config.ofenet_gate_credit)
     without_gate = update_flops(structure, 32, gated=False)
     for _ in range(3):
         gate_step = gated and model._n_updates % 3 == 0
@@ -151,9 +155,11 @@ def test_update_flops_equal_what_autograd_computes(gated, variant):
     assert model.flops()["update"] == int(32 * ((with_gate + 2 * without_gate) / 96 if gated else without_gate / 32))
 
 
-def test_train_flops_count_every_update_run():
+@pytest.mark.parametrize("credit", ["aux", "consumers"])
+def test_train_flops_count_every_update_run(credit):
     """``train_flops`` (summary ``train_flops_total``) equals the matmul FLOPs ``FlopCounterMode`` counts over
-    OFENet's pre-training and the updates, gate steps and a pruning event included, and is kept by save/load."""
+    OFENet's pre-training (with its gate steps, or without them when OFENet's consumers credit its units) and the
+    updates, gate steps and a pruning event included, and is kept by save/load."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from xinet_rl import XiSAC
@@ -162,7 +168,7 @@ def test_train_flops_count_every_update_run():
     model = XiSAC(make_env("HalfCheetah-v4", seed=0), seed=0, device="cpu", ofenet_layers=3, ofenet_units=6,
                   actor_widths=[20, 12], critic_widths=[16, 10], learning_starts=200, ofenet_pretrain_steps=4,
                   batch_size=32, buffer_size=1000, gate_update_every=3, gate_lr=1e-12, prune_start=2,
-                  prune_interval=2, prune_patience=1, prune_eps=1e-6)
+                  prune_interval=2, prune_patience=1, prune_eps=1e-6, ofenet_gate_credit=credit)
     model.learn(200)  # random steps only: nothing trained yet
     assert model.train_flops == 0
     with torch.no_grad():

@@ -10,6 +10,8 @@ from xinet_rl.heads import Actor, Critic, GatedMLP
 from xinet_rl.ofenet import OFENet
 from xinet_rl.structure import Widths, build_structure
 
+from support.exact import accumulate, exact_differences, relative_errors
+
 
 def test_projection_keeps_keep_prob_in_unit_interval():
     gate = Gate(5, 0.5)
@@ -39,31 +41,6 @@ def test_sample_mode_draws_one_mask_per_sample():
     assert abs(out.mean().item() - 0.3) < 0.01
 
 
-def _exact_differences(loss_of_masks, masks, per_sample_coupled):
-    """Σ_b [L(ξ_bj=1) − L(ξ_bj=0)] for every unit j of every layer, given the other masks (brute force)."""
-    out = []
-    with torch.no_grad():
-        for k, m in enumerate(masks):
-            diff = torch.zeros(m.shape[1])
-            for j in range(m.shape[1]):
-                rows = range(m.shape[0]) if per_sample_coupled else [slice(None)]
-                for b in rows:
-                    hi = [x.detach().clone() for x in masks]
-                    lo = [x.detach().clone() for x in masks]
-                    hi[k][b, j], lo[k][b, j] = 1.0, 0.0
-                    diff[j] += loss_of_masks(hi) - loss_of_masks(lo)
-            out.append(diff)
-    return out
-
-
-def _relative_errors(estimates, exact):
-    return [((e - x).norm() / x.norm()).item() for e, x in zip(estimates, exact)]
-
-
-def _accumulate(total, new):
-    return new if total is None else [a + b for a, b in zip(total, new)]
-
-
 def _aux_estimates(net, batch, draws, coupled):
     obs, act, target = torch.randn(batch, 17), torch.randn(batch, 6), torch.randn(batch, 17)
     est_sum = exact_sum = st_sum = None
@@ -71,12 +48,12 @@ def _aux_estimates(net, batch, draws, coupled):
         tape = MaskTape()
         pred = net(obs, act, tape)[2]
         grads = torch.autograd.grad(F.mse_loss(pred, target), tape.masks, retain_graph=True)
-        st_sum = _accumulate(st_sum, straight_through(tape.masks, grads))
-        est_sum = _accumulate(est_sum, curvature_corrected(tape.masks, grads, pred, gn_coef=2.0 / 17))
-        exact = _exact_differences(lambda m: F.mse_loss(net(obs, act, MaskTape(replay=m))[2], target), tape.masks,
+        st_sum = accumulate(st_sum, straight_through(tape.masks, grads))
+        est_sum = accumulate(est_sum, curvature_corrected(tape.masks, grads, pred, gn_coef=2.0 / 17))
+        exact = exact_differences(lambda m: F.mse_loss(net(obs, act, MaskTape(replay=m))[2], target), tape.masks,
                                    per_sample_coupled=coupled)
-        exact_sum = _accumulate(exact_sum, exact)
-    return _relative_errors(est_sum, exact_sum), _relative_errors(st_sum, exact_sum)
+        exact_sum = accumulate(exact_sum, exact)
+    return relative_errors(est_sum, exact_sum), relative_errors(st_sum, exact_sum)
 
 
 def test_curvature_estimator_matches_exact_difference_for_auxiliary_mse():
@@ -116,11 +93,11 @@ def test_curvature_estimator_matches_exact_difference_for_critic_td_loss():
         tape = MaskTape()
         q = critic(z, tape)
         grads = torch.autograd.grad(0.5 * F.mse_loss(q, y), tape.masks, retain_graph=True)
-        st_sum = _accumulate(st_sum, straight_through(tape.masks, grads))
-        est_sum = _accumulate(est_sum, curvature_corrected(tape.masks, grads, q, gn_coef=1.0))
-        exact_sum = _accumulate(exact_sum, _exact_differences(
+        st_sum = accumulate(st_sum, straight_through(tape.masks, grads))
+        est_sum = accumulate(est_sum, curvature_corrected(tape.masks, grads, q, gn_coef=1.0))
+        exact_sum = accumulate(exact_sum, exact_differences(
             lambda m: 0.5 * F.mse_loss(critic(z, MaskTape(replay=m)), y), tape.masks, per_sample_coupled=False))
-    errors, st_errors = _relative_errors(est_sum, exact_sum), _relative_errors(st_sum, exact_sum)
+    errors, st_errors = relative_errors(est_sum, exact_sum), relative_errors(st_sum, exact_sum)
     assert errors[1] < 1e-4, errors
     assert errors[0] < 0.25, (errors, st_errors)
     assert st_errors[1] > 0.1  # straight-through misses even the exact layer's curvature
@@ -146,10 +123,10 @@ def test_flip_estimator_matches_exact_difference_for_actor_loss():
         losses = per_sample(None, action, log_prob)
         grads = torch.autograd.grad(losses.mean(), tape.masks)
         est = flip_difference(tape.masks, grads, losses, per_sample)
-        exact = _exact_differences(lambda m: per_sample(m).mean(), tape.masks, per_sample_coupled=False)
+        exact = exact_differences(lambda m: per_sample(m).mean(), tape.masks, per_sample_coupled=False)
         est_sum = est if est_sum is None else [a + b for a, b in zip(est_sum, est)]
         exact_sum = exact if exact_sum is None else [a + b for a, b in zip(exact_sum, exact)]
-    errors = _relative_errors(est_sum, exact_sum)
+    errors = relative_errors(est_sum, exact_sum)
     assert max(errors) < 0.15, errors
 
 

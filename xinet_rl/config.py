@@ -76,6 +76,10 @@ class AgentConfig:
     gate_init: float = 1.0
     gate_update_every: int = 4  # gate step (and its estimator passes) every 4th update: docs/method.md
     gate_estimator: str = "curvature"
+    # what an OFENet unit's keep probability is credited with: "aux", the auxiliary loss alone (OFENet's gates step in
+    # pre-training too), or "consumers", also the critic and actor losses of the networks that read it (METHOD.md's
+    # open question; OFENet's gates then wait for the SAC phase, where every consumer can credit them)
+    ofenet_gate_credit: str = "aux"
     loss_scale_decay: float = 0.99
     prune_start: int = 1_000  # gradient updates before the first pruning check
     prune_interval: int = 500  # gradient updates between pruning checks
@@ -114,7 +118,8 @@ VARIANT_KEYS: dict[str, dict[str, Any]] = {
 """Every variant as a composition of the agent: the keys it sets. The baselines of METHOD.md section 5 share every
 other key with the gated agent."""
 VARIANTS = tuple(VARIANT_KEYS)
-_CHOICES = {"gate_estimator": ("curvature", "straight_through"), "variant": VARIANTS}
+_CHOICES = {"gate_estimator": ("curvature", "straight_through"), "ofenet_gate_credit": ("aux", "consumers"),
+            "variant": VARIANTS}
 _UNIT_INTERVAL = {"final_cut_max_loss", "final_cut_from", "deploy_cost_mix", "gate_init", "tau", "gamma",
                   "loss_scale_decay"}
 _POSITIVE = {"width_scale", "batch_size", "buffer_size", "ofenet_units", "total_steps", "eval_freq", "eval_episodes",

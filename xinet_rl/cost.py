@@ -47,7 +47,7 @@ def expected_flops(structure: Structure, widths: Mapping[str, Width], deploy_onl
 
 
 def update_flops(structure: Structure, batch: int, gated: bool = True, gate_every: int = 1,
-                 estimator: str = "curvature") -> int:
+                 estimator: str = "curvature", ofenet_credit: str = "aux") -> int:
     """Matmul FLOPs of one gradient update (OFENet auxiliary step plus SAC step) at the current widths, averaged over
     updates when the gate step runs every ``gate_every`` updates. Equal to what autograd computes
     (``tests/test_cost.py`` counts it with ``FlopCounterMode``).
@@ -56,7 +56,9 @@ def update_flops(structure: Structure, batch: int, gated: bool = True, gate_ever
     for the input gradient of every layer whose input carries gradient: not the layers that read only the raw
     observation and action, nor the first actor and critic layers in their own steps (their OFENet features are
     computed without gradient). A gate step adds the curvature passes (input gradients of OFENet and critics) and
-    the actor's flip forward pass (actor, state-action block, critics).
+    the actor's flip forward pass (actor, state-action block, critics); with ``ofenet_credit`` "consumers" also the
+    passes that credit OFENet's units with the critic loss (OFENet and critics forward, backward to the masks, and
+    the curvature pass) and the state block's with the actor loss (forward, backward to the masks, flip forward).
     """
     def part(test: Callable[[LayerSpec], bool]) -> int:
         return int(expected_flops(structure, {}, where=test))
@@ -81,13 +83,20 @@ def update_flops(structure: Structure, batch: int, gated: bool = True, gate_ever
     actor_step = 2 * actor + actor_in + 2 * state_action + 2 * critics  # through z_sa and the critics to the action
     # the curvature estimator's passes; the straight-through one reads the mask gradients of the backward pass alone
     estimators = (ofenet_in + critics_in + actor + state_action + critics) if gated and estimator == "curvature" else 0
+    if gated and ofenet_credit == "consumers":
+        passes = 2 if estimator == "curvature" else 1  # the backward to the masks, and the curvature or flip pass
+        state_in = part(lambda l: network_of(l.name) == STATE and reads_hidden(l))
+        if state + state_action:  # credit from the critic loss: every layer from the masks to q carries gradient
+            estimators += state + state_action + critics + passes * (critics + state_action + state_in)
+        if state:  # credit from the actor loss (the flip pass is a second forward)
+            estimators += passes * (state + actor + state_action + critics) + critics + state_action + actor + state_in
     return int(batch * (no_grad + aux_step + critic_step + actor_step + estimators / gate_every))
 
 
 def pretrain_flops(structure: Structure, batch: int, gated: bool = True, estimator: str = "curvature") -> int:
     """Matmul FLOPs of one OFENet pre-training update: the auxiliary step (forward, weight gradients, input gradients
-    of the layers that read other layers) and, gated, its gate step's curvature pass, which runs at every
-    pre-training update. The same counting as :func:`update_flops`."""
+    of the layers that read other layers) and, with ``gated`` (pre-training takes gate steps), its gate step's
+    curvature pass, which runs at every pre-training update. The same counting as :func:`update_flops`."""
     def reads_hidden(layer: LayerSpec) -> bool:
         return any(g not in (OBS, ACT) for g in layer.inputs)
 

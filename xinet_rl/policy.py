@@ -194,11 +194,12 @@ class XiPolicy(BasePolicy):
         return {"train": float(expected_params(structure, widths)),
                 "deploy": float(expected_params(structure, widths, deploy_only=True))}
 
-    def flops(self, batch_size: int, gate_every: int = 1, estimator: str = "curvature") -> dict[str, int]:
+    def flops(self, batch_size: int, gate_every: int = 1, estimator: str = "curvature",
+              ofenet_credit: str = "aux") -> dict[str, int]:
         """Matmul FLOPs per gradient update (at ``batch_size``, gate step every ``gate_every`` updates) and per
         environment step (the deployable policy)."""
         structure = self.structure()
-        return {"update": update_flops(structure, batch_size, self.gated, gate_every, estimator),
+        return {"update": update_flops(structure, batch_size, self.gated, gate_every, estimator, ofenet_credit),
                 "env_step": int(expected_flops(structure, {}, deploy_only=True))}
 
     def optimizers(self) -> list[torch.optim.Optimizer]:

@@ -57,13 +57,20 @@ class GatedSACUpdate:
         self.mask_rng: MaskRandomness = np.random.PCG64(seed) if device.type == "cpu" else self.gate_rng
         self.replay_buffer: TensorReplayBuffer | None = None
         self.vec_normalize_env: VecNormalize | None = None
+        self.credit_consumers = config.gated and config.ofenet_gate_credit == "consumers"
+
+    @property
+    def pretrain_gates(self) -> bool:
+        """Whether OFENet's pre-training takes gate steps: not when OFENet's units are credited by their consumers,
+        since the critics and the actor that read them are not trained yet."""
+        return self.config.gated and not self.credit_consumers
 
     def pretrain_step(self, batch_size: int, rows: Tensor | None = None) -> dict[str, Tensor]:
         """One pre-training update, tensor work only (a CUDA graph can hold it): the auxiliary step on the minibatch
         of ``rows`` (or one sampled here) with the OFENet gate step, and the counter. Returns the losses in the order
         of :data:`LOSS_NAMES` (the SAC ones zero)."""
         data = None if rows is None else self.replay_buffer.gather(rows[0])
-        aux_loss = self.ofenet_step(batch_size, update_gates=self.config.gated, data=data)
+        aux_loss = self.ofenet_step(batch_size, update_gates=self.pretrain_gates, data=data)
         self.policy.pretrain_done += 1
         zero = torch.zeros((), device=self.device)
         return {"aux_loss": aux_loss, "critic_loss": zero, "actor_loss": zero, "ent_coef_loss": zero,
@@ -126,6 +133,8 @@ class GatedSACUpdate:
             scale = p.loss_scales["critic"].update(critic_loss)
             self._collect(keep_prob_grads, ("critic1",), grads[:n1], scale)
             self._collect(keep_prob_grads, ("critic2",), grads[n1:], scale)
+            if self.credit_consumers:
+                self._credit_ofenet_with_critics(data.observations, data.actions, target_q, scale, keep_prob_grads)
         self._apply(p.critic_optimizer, weight_grads)
 
         # Actor: sampled actor masks, critics and OFENet in mean mode; gradient reaches the action through z_sa.
@@ -150,6 +159,8 @@ class GatedSACUpdate:
             # The actor loss has an arbitrary offset (−Q): its scale is the spread of the per-sample losses.
             actor_scale = p.loss_scales["actor"].update(actor_losses.detach().std())
             self._collect(keep_prob_grads, ("actor",), grads, actor_scale)
+            if self.credit_consumers:
+                self._credit_state_with_actor(data.observations, noise, ent_coef, actor_scale, keep_prob_grads)
         self._apply(p.actor_optimizer, weight_grads)
 
         # Entropy temperature: loss −log α · mean(log π + H̄), whose gradient is −mean(log π + H̄).
@@ -195,6 +206,47 @@ class GatedSACUpdate:
                 self.apply_gate_step(collected)
         return loss.detach()
 
+    def _credit_ofenet_with_critics(self, observations: Tensor, actions: Tensor, target_q: Tensor, scale: Tensor,
+                                    keep_prob_grads: dict[str, Tensor]) -> None:
+        """Add the critic loss's part to every OFENet unit's ``π`` gradient (``ofenet_gate_credit`` "consumers"): the
+        critic loss with OFENet's masks sampled and the critics in mean mode, through the critics' estimator. A pass
+        of its own, so that the critics' weights train on the same features as without it."""
+        p = self.policy
+        if not self._groups(OFENET_BLOCKS):
+            return
+        (tape,) = self._tapes(observations.shape[0], *OFENET_BLOCKS, joint=True)
+        z_sa = p.ofenet.z_sa(p.ofenet.z_s(observations, tape), actions, tape)
+        q = torch.stack([p.critic1(z_sa), p.critic2(z_sa)], -1)
+        loss = 0.5 * (q - target_q[:, None]).square().mean(0).sum()  # the critic loss, both critics
+        mask_grads = torch.autograd.grad(loss, tape.masks, retain_graph=True)
+        # both critics read every OFENet unit: one Rademacher probe per critic output gives the Jacobian columns
+        self._add(keep_prob_grads, OFENET_BLOCKS,
+                  self._loss_keep_prob_grads(tape.masks, list(mask_grads), q, gn_coef=1.0, probe=True), scale)
+
+    def _credit_state_with_actor(self, observations: Tensor, noise: Tensor, ent_coef: Tensor, scale: Tensor,
+                                 keep_prob_grads: dict[str, Tensor]) -> None:
+        """Add the actor loss's part to every state-block unit's ``π`` gradient (``ofenet_gate_credit``
+        "consumers"): the actor loss with the state block's masks sampled and the actor, the state-action block and
+        the critics in mean mode, through the actor's estimator (the same action noise as the actor's own pass)."""
+        p = self.policy
+        if not self._groups((STATE,)):
+            return
+        (tape,) = self._tapes(observations.shape[0], STATE, joint=True)
+
+        def per_sample_loss(masks: list[Tensor] | None) -> Tensor:
+            z_s = p.ofenet.z_s(observations, tape if masks is None else MaskTape(replay=masks))
+            action, log_prob, _ = p.actor.sample(z_s, None, noise)
+            z = p.ofenet.z_sa(z_s, action)
+            return ent_coef * log_prob - torch.min(p.critic1(z), p.critic2(z))
+
+        losses = per_sample_loss(None)
+        mask_grads = list(torch.autograd.grad(losses.mean(), tape.masks))
+        if self.config.gate_estimator == "curvature":
+            grads = flip_difference(tape.masks, mask_grads, losses, per_sample_loss, self.gate_rng)
+        else:
+            grads = straight_through(tape.masks, mask_grads)
+        self._add(keep_prob_grads, (STATE,), grads, scale)
+
     @staticmethod
     def _grads(optimizer: torch.optim.Optimizer, loss: Tensor, masks: list[Tensor], keep_graph: bool
                ) -> tuple[list[Tensor], list[Tensor]]:
@@ -239,6 +291,12 @@ class GatedSACUpdate:
         groups = self._groups(prefixes)
         if groups:
             keep_prob_grads.update(zip(groups, torch._foreach_div(grads, scale)))
+
+    def _add(self, keep_prob_grads: dict[str, Tensor], prefixes: tuple[str, ...], grads: list[Tensor],
+             scale: Tensor) -> None:
+        """Add a consumer's loss part, divided by that consumer's loss scale, to each group's ``π`` gradient."""
+        for group, grad in zip(self._groups(prefixes), torch._foreach_div(grads, scale)):
+            keep_prob_grads[group] = keep_prob_grads[group] + grad if group in keep_prob_grads else grad
 
     def apply_gate_step(self, loss_grads: dict[str, Tensor], adapt_strength: bool = False) -> None:
         """One projected Adam step on every ``π`` that has a loss gradient: loss part plus ``α ∂C/∂π``. A

@@ -253,7 +253,8 @@ class XiSAC(OffPolicyAlgorithm):
             if stop is not None and done < due and stop():
                 break
         if done:
-            self.train_flops += done * pretrain_flops(p.structure(), batch_size, cfg.gated, cfg.gate_estimator)
+            self.train_flops += done * pretrain_flops(p.structure(), batch_size, self.updater.pretrain_gates,
+                                                      cfg.gate_estimator)
         finished = done == due
         if finished and due > 0 and p.budget is not None:  # the state block's multiplier is done; the budget's
             p.regularizer.log_strength.fill_(math.log(cfg.prune_strength))  # starts at prune_strength
@@ -350,7 +351,8 @@ class XiSAC(OffPolicyAlgorithm):
 
     def flops(self) -> dict[str, int]:
         """Matmul FLOPs per gradient update (averaged over the gate-step schedule) and per environment step."""
-        return self.policy.flops(self.batch_size, self.config.gate_update_every, self.config.gate_estimator)
+        cfg = self.config
+        return self.policy.flops(self.batch_size, cfg.gate_update_every, cfg.gate_estimator, cfg.ofenet_gate_credit)
 
     def _update_flops(self, batch_size: int) -> tuple[int, int]:
         """Matmul FLOPs of one update with and without the gate step at the current widths (recomputed when the
@@ -359,7 +361,8 @@ class XiSAC(OffPolicyAlgorithm):
         if self._flops_per_update is None or self._flops_per_update[0] != structure.version:
             self._flops_per_update = (structure.version,
                                       update_flops(structure, batch_size, self.config.gated,
-                                                   estimator=self.config.gate_estimator),
+                                                   estimator=self.config.gate_estimator,
+                                                   ofenet_credit=self.config.ofenet_gate_credit),
                                       update_flops(structure, batch_size, gated=False))
         return self._flops_per_update[1], self._flops_per_update[2]
 
