@@ -20,8 +20,9 @@ TINY = ["--total-steps", "500", "--set", "learning_starts=250", "--set", "ofenet
 
 def compare(*args, cwd=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"}
+    # the timeout guards against a hang only: on a loaded machine the comparison takes many minutes, and must pass
     return subprocess.run([sys.executable, "-m", "xinet_rl.cli.compare", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=3600)
 
 
 @pytest.fixture(scope="module")
@@ -272,3 +273,22 @@ def test_front_without_train_flops_total(tmp_path):
     assert row["grid"] == {} and row["train_flops_total"] is None and row["mean"] == pytest.approx(15.0)
     assert (out / "front_flops.png").stat().st_size > 0
     assert "| unpruned | - | 2 | 15.0 [" in (out / "report.md").read_text()
+
+
+def test_runs_without_gates_differing_in_the_gates_keys_are_one_series(tmp_path):
+    """Unpruned runs made under different defaults of the gates' keys trained alike: one series (the pruned agents'
+    runs that differ in a gate key stay apart), while a key that changes an ungated run still makes a grid point."""
+    from xinet_rl.config import GATED_ONLY_KEYS, TrainConfig
+    from xinet_rl.report.runs import assign_grid_points, read_run
+
+    assert GATED_ONLY_KEYS <= set(vars(TrainConfig()))
+    runs = [read_run(fake_run(tmp_path, f"u{seed}", "unpruned", seed, 100.0, 1000, 2000, gated=False,
+                              prune_strength=0.1 if seed < 2 else 0.3, prune_interval=1000 if seed < 2 else 500))
+            for seed in range(3)]
+    runs += [read_run(fake_run(tmp_path, f"w{seed}", "unpruned", seed, 50.0, 100, 200, gated=False,
+                               width_scale=0.25, prune_strength=0.1)) for seed in range(2)]
+    runs += [read_run(fake_run(tmp_path, f"x{strength}", "xinet", 0, 90.0, 100, 200, gated=True,
+                               prune_strength=strength)) for strength in (0.3, 0.6)]
+    assign_grid_points(runs)
+    assert [r.name for r in runs] == ["unpruned (width_scale=1.0)"] * 3 + ["unpruned (width_scale=0.25)"] * 2 + [
+        "xinet (prune_strength=0.3)", "xinet (prune_strength=0.6)"]

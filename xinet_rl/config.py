@@ -109,6 +109,13 @@ class TrainConfig(AgentConfig):
 AGENT_KEYS = {f.name for f in fields(AgentConfig)}
 _AGENT_ORDER = [f.name for f in fields(AgentConfig)]
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}
+GATED_ONLY_KEYS = frozenset({
+    "prune_strength", "target_deploy_params", "target_deploy_flops", "budget_lr", "final_deploy_params",
+    "final_cut_tolerance", "final_cut_max_loss", "final_cut_from", "deploy_cost_mix", "gate_lr", "gate_init",
+    "gate_update_every", "gate_estimator", "ofenet_gate_credit", "loss_scale_decay", "prune_start", "prune_interval",
+    "prune_eps", "prune_patience", "min_units", "prune"})
+"""Keys that change nothing in a run without gates (``gated`` false: the unpruned, small and sac variants): the
+gates, the regularizer, the pruner, budgets and the final cut. Runs that differ only in them trained alike."""
 VARIANT_KEYS: dict[str, dict[str, Any]] = {
     "xinet": {},  # OFENet, gated units, pruning
     "unpruned": {"gated": False},  # the same networks without gates

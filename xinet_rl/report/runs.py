@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from xinet_rl.config import TrainConfig, current_keys
+from xinet_rl.config import GATED_ONLY_KEYS, TrainConfig, current_keys
 
 GRID_FILE = "grid_point.json"  # written by xinet-compare --grid into each run directory: {key: value, ...}
 
@@ -102,7 +102,8 @@ NOT_GRID_KEYS = {"env", "seed", "variant", "arch_from"}  # differ between runs o
 def assign_grid_points(runs: list[RunRecord]) -> None:
     """Each run's grid point, for runs that ``--runs`` names: the ``grid_point.json`` xinet-compare wrote where every
     run of the variant has one, else the config keys whose values differ between the runs of the variant (a key
-    missing from an older run's ``config.yaml`` counts as its current default)."""
+    missing from an older run's ``config.yaml`` counts as its current default; for a variant without gates, the keys
+    of :data:`~xinet_rl.config.GATED_ONLY_KEYS` do not count)."""
     defaults = vars(TrainConfig())
     by_variant: dict[str, list[RunRecord]] = {}
     for run in runs:
@@ -112,10 +113,12 @@ def assign_grid_points(runs: list[RunRecord]) -> None:
             for run in group:
                 run.grid = dict(run.grid_file)
             continue
-        keys = sorted({k for r in group for k in r.config} - NOT_GRID_KEYS)
-
         def value(run: RunRecord, key: str):
             return run.config.get(key, defaults.get(key))
+
+        # runs without gates that differ only in the gates' keys (the defaults' changes over time) trained alike
+        inert = GATED_ONLY_KEYS if not any(value(r, "gated") for r in group) else frozenset()
+        keys = sorted({k for r in group for k in r.config} - NOT_GRID_KEYS - inert)
 
         varying = [k for k in keys if len({json.dumps(value(r, k), sort_keys=True) for r in group}) > 1]
         for run in group:
