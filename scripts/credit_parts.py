@@ -34,22 +34,24 @@ def main() -> None:
     updater.replay_buffer = model.replay_buffer
     updater.credit_consumers = True  # measure the consumers' parts whatever the run used
     parts: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
-    add = updater._add
+    collect = updater._collect
 
-    def recording_add(keep_prob_grads, prefixes, grads, scale):  # the critic and actor parts, one call each
-        name = "critic" if len(prefixes) == 2 else "actor"
-        for group, grad in zip(updater._groups(prefixes), grads):
-            parts[group][name].append(-(grad / scale).detach())
-        add(keep_prob_grads, prefixes, grads, scale)
+    def recording_collect(keep_prob_grads, prefixes, grads, scale):  # in the SAC step: the critic and actor parts
+        if set(prefixes) <= set(OFENET_BLOCKS):
+            name = "critic" if len(prefixes) == 2 else "actor"
+            for group, grad in zip(updater._groups(prefixes), grads):
+                parts[group][name].append(-(grad / scale).detach())
+        collect(keep_prob_grads, prefixes, grads, scale)
 
-    updater._add = recording_add
     for _ in range(args.batches):
         data = model.replay_buffer.sample(model.batch_size)
         aux = {}
         updater.ofenet_step(model.batch_size, update_gates=False, keep_prob_grads=aux, data=data)
         for group in updater._groups(OFENET_BLOCKS):
             parts[group]["aux"].append(-aux[group].detach())
+        updater._collect = recording_collect
         updater.sac_step(model.batch_size, keep_prob_grads={}, data=model.replay_buffer.sample(model.batch_size))
+        del updater._collect  # the class's own again
     gates = p.gates()
     costs = p.regularizer.unit_costs(p.structure(), {g: gate.keep_prob for g, gate in gates.items()})
     out = {"checkpoint": str(args.checkpoint), "prune_strength": float(p.regularizer.strength)}

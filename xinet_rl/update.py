@@ -144,8 +144,7 @@ class GatedSACUpdate:
         def per_sample_actor_loss(masks: list[Tensor] | None, a: Tensor = action, lp: Tensor = log_prob) -> Tensor:
             if masks is not None:
                 a, lp, _ = p.actor.sample(z_s, MaskTape(replay=masks), noise)
-            z = p.ofenet.z_sa(z_s, a)
-            return ent_coef * lp - torch.min(p.critic1(z), p.critic2(z))
+            return self._actor_objective(z_s, a, lp, ent_coef)
 
         actor_losses = per_sample_actor_loss(None)
         actor_loss = actor_losses.mean()
@@ -220,7 +219,7 @@ class GatedSACUpdate:
         loss = 0.5 * (q - target_q[:, None]).square().mean(0).sum()  # the critic loss, both critics
         mask_grads = torch.autograd.grad(loss, tape.masks, retain_graph=True)
         # both critics read every OFENet unit: one Rademacher probe per critic output gives the Jacobian columns
-        self._add(keep_prob_grads, OFENET_BLOCKS,
+        self._collect(keep_prob_grads, OFENET_BLOCKS,
                   self._loss_keep_prob_grads(tape.masks, list(mask_grads), q, gn_coef=1.0, probe=True), scale)
 
     def _credit_state_with_actor(self, observations: Tensor, noise: Tensor, ent_coef: Tensor, scale: Tensor,
@@ -236,8 +235,7 @@ class GatedSACUpdate:
         def per_sample_loss(masks: list[Tensor] | None) -> Tensor:
             z_s = p.ofenet.z_s(observations, tape if masks is None else MaskTape(replay=masks))
             action, log_prob, _ = p.actor.sample(z_s, None, noise)
-            z = p.ofenet.z_sa(z_s, action)
-            return ent_coef * log_prob - torch.min(p.critic1(z), p.critic2(z))
+            return self._actor_objective(z_s, action, log_prob, ent_coef)
 
         losses = per_sample_loss(None)
         mask_grads = list(torch.autograd.grad(losses.mean(), tape.masks))
@@ -245,7 +243,13 @@ class GatedSACUpdate:
             grads = flip_difference(tape.masks, mask_grads, losses, per_sample_loss, self.gate_rng)
         else:
             grads = straight_through(tape.masks, mask_grads)
-        self._add(keep_prob_grads, (STATE,), grads, scale)
+        self._collect(keep_prob_grads, (STATE,), grads, scale)
+
+    def _actor_objective(self, z_s: Tensor, action: Tensor, log_prob: Tensor, ent_coef: Tensor) -> Tensor:
+        """The actor's per-sample loss ``α log π(a|s) − min(Q1, Q2)(s, a)``, the state-action block and the critics
+        in mean mode."""
+        z = self.policy.ofenet.z_sa(z_s, action)
+        return ent_coef * log_prob - torch.min(self.policy.critic1(z), self.policy.critic2(z))
 
     @staticmethod
     def _grads(optimizer: torch.optim.Optimizer, loss: Tensor, masks: list[Tensor], keep_graph: bool
@@ -287,16 +291,12 @@ class GatedSACUpdate:
 
     def _collect(self, keep_prob_grads: dict[str, Tensor], prefixes: tuple[str, ...], grads: list[Tensor],
                  scale: Tensor) -> None:
-        """File the loss part of each group's ``π`` gradient, divided by the network's loss scale ``s_k``."""
+        """File a loss's part of each group's ``π`` gradient, divided by that loss's scale ``s_k``: added to what
+        another loss filed for the group (OFENet's units credited by their consumers), else filed as is."""
         groups = self._groups(prefixes)
         if groups:
-            keep_prob_grads.update(zip(groups, torch._foreach_div(grads, scale)))
-
-    def _add(self, keep_prob_grads: dict[str, Tensor], prefixes: tuple[str, ...], grads: list[Tensor],
-             scale: Tensor) -> None:
-        """Add a consumer's loss part, divided by that consumer's loss scale, to each group's ``π`` gradient."""
-        for group, grad in zip(self._groups(prefixes), torch._foreach_div(grads, scale)):
-            keep_prob_grads[group] = keep_prob_grads[group] + grad if group in keep_prob_grads else grad
+            for group, grad in zip(groups, torch._foreach_div(grads, scale)):
+                keep_prob_grads[group] = keep_prob_grads[group] + grad if group in keep_prob_grads else grad
 
     def apply_gate_step(self, loss_grads: dict[str, Tensor], adapt_strength: bool = False) -> None:
         """One projected Adam step on every ``π`` that has a loss gradient: loss part plus ``α ∂C/∂π``. A
