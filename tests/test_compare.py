@@ -128,6 +128,18 @@ def test_grid_cross_product_names_every_run(tmp_path):
     assert {os.path.basename(s["run_dir"]) for s in plain} == {"xinet_s0", "xinet_s1", "unpruned_s0", "unpruned_s1"}
 
 
+def test_a_mapping_grid_value_names_its_runs():
+    """``strength_scale`` takes a mapping: its values split at the top-level commas, are checked, and name the run."""
+    from xinet_rl.run.grid import grid_points, parse_grids, run_name
+
+    grids = parse_grids(["strength_scale={critic: 0, state_action: 30},{actor: 0.5}"], [], None, "HalfCheetah-v4")
+    points = grid_points(grids)
+    assert [p for p, _ in points] == [{"strength_scale": {"state_action": 30.0, "critic": 0.0}},
+                                      {"strength_scale": {"actor": 0.5}}]
+    assert [run_name("xinet", p, 1) for p, _ in points] == ["xinet_strength_scale-state_action_30.0+critic_0.0_s1",
+                                                            "xinet_strength_scale-actor_0.5_s1"]
+
+
 def test_a_budget_grid_is_the_gated_agents(tmp_path):
     """xinet runs at every budget; small runs train each budgeted xinet run's widths without the budget; the
     unpruned agent, which has no gates, once per seed."""

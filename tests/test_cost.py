@@ -112,6 +112,35 @@ def test_deploy_mix_weights_the_deployable_cost():
     assert full["state.0"][0].item() > 20 * fan_in_cost
 
 
+def test_strength_scale_prices_each_network_at_its_own_strength():
+    """``strength_scale`` multiplies the marginal cost of a network's units by its factor (both critics share one), the
+    others' stay; the cost itself does not change."""
+    structure = build_structure(HALF_CHEETAH)
+    train0 = float(expected_params(structure, {}))
+    deploy0 = float(expected_params(structure, {}, deploy_only=True))
+    rng = np.random.default_rng(5)
+    keep_probs = {g: torch.tensor(m, dtype=torch.float64) for g, m in random_masks(HALF_CHEETAH, rng, 0.7).items()}
+    factors = {"state_action": 10.0, "critic": 0.0, "actor": 0.5}
+    for mix in (0.0, 0.4):
+        plain = CostRegularizer(0.3, mix, train0, deploy0)
+        scaled = CostRegularizer(0.3, mix, train0, deploy0, network_scales=factors)
+        before = plain.keep_prob_grads(structure, keep_probs)
+        after = scaled.keep_prob_grads(structure, keep_probs)
+        for group in structure.gated_groups:
+            network = group.split(".")[0]
+            factor = factors.get("critic" if network.startswith("critic") else network, 1.0)
+            assert torch.allclose(after[group], before[group] * factor, rtol=1e-12, atol=0), group
+        assert after["critic2.1"].abs().max() == 0 and after["state.3"].equal(before["state.3"])
+        assert scaled.normalized_cost(structure, keep_probs) == plain.normalized_cost(structure, keep_probs)
+
+
+def test_strength_scale_reaches_the_regularizer_from_the_config():
+    policy = XiPolicy(OBS, ACT, lambda _: 3e-4, widths=HALF_CHEETAH.to_dict(),
+                      config=AgentConfig(strength_scale={"critic": 0.25}))
+    assert policy.regularizer.network_scale("critic1.0") == 0.25 == policy.regularizer.network_scale("critic2.1")
+    assert policy.regularizer.network_scale("actor.0") == 1.0
+
+
 @pytest.mark.parametrize("gated, variant", [(True, {}), (True, {"gate_estimator": "straight_through"}),
                                             (True, {"ofenet_gate_credit": "consumers"}),
                                             (True, {"ofenet_gate_credit": "consumers",

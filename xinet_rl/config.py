@@ -72,6 +72,10 @@ class AgentConfig:
     # the size, and training goes on with the cut policy, which adapts before the next cut (1: at the end only)
     final_cut_from: float = 0.9
     deploy_cost_mix: float = 0.0  # β: weight of the deployable policy's own cost
+    # α per network: each gate's marginal cost times the factor of its network (state, state_action, actor, critic;
+    # a network not named: 1), e.g. {state_action: 10, critic: 0.5}. The cost itself and a budget's measure stay as
+    # they are; only the price of the network's units changes (docs/method.md, "The strength per network")
+    strength_scale: dict[str, float] = field(default_factory=dict)
     gate_lr: float = 4e-3  # with gate_update_every 4: the same gate speed per update as 1e-3 every update
     gate_init: float = 1.0
     gate_update_every: int = 4  # gate step (and its estimator passes) every 4th update: docs/method.md
@@ -111,8 +115,8 @@ _AGENT_ORDER = [f.name for f in fields(AgentConfig)]
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}
 GATED_ONLY_KEYS = frozenset({
     "prune_strength", "target_deploy_params", "target_deploy_flops", "budget_lr", "final_deploy_params",
-    "final_cut_tolerance", "final_cut_max_loss", "final_cut_from", "deploy_cost_mix", "gate_lr", "gate_init",
-    "gate_update_every", "gate_estimator", "ofenet_gate_credit", "loss_scale_decay", "prune_start", "prune_interval",
+    "final_cut_tolerance", "final_cut_max_loss", "final_cut_from", "deploy_cost_mix", "strength_scale", "gate_lr",
+    "gate_init", "gate_update_every", "gate_estimator", "ofenet_gate_credit", "loss_scale_decay", "prune_start", "prune_interval",
     "prune_eps", "prune_patience", "min_units", "prune"})
 """Keys that change nothing in a run without gates (``gated`` false: the unpruned, small and sac variants): the
 gates, the regularizer, the pruner, budgets and the final cut. Runs that differ only in them trained alike."""
@@ -198,9 +202,39 @@ def _coerce(key: str, value: Any) -> Any:
             return [_coerce_width(v) for v in value]
         if kind == "str":
             return str(value)
+        if kind == "dict[str, float]":
+            return _coerce_scales(value)
+    except ConfigError:
+        raise
     except (TypeError, ValueError, yaml.YAMLError):
         pass
     raise ConfigError(f"config key '{key}' expects {_describe(_TYPES[key])}, got {value!r}")
+
+
+STRENGTH_SCALE_NETWORKS = ("state", "state_action", "actor", "critic")
+"""The names ``strength_scale`` accepts: OFENet's two blocks, the actor, and both critics together."""
+
+
+def _coerce_scales(value: Any) -> dict[str, float]:
+    """``strength_scale``: a mapping (or its YAML text) from network names to non-negative finite factors."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = yaml.safe_load(text if text.startswith("{") or not text else "{" + text + "}") if text else {}
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError
+    scales = {}
+    for name, factor in value.items():
+        if name not in STRENGTH_SCALE_NETWORKS:
+            raise ConfigError(f"config key 'strength_scale' names the networks {', '.join(STRENGTH_SCALE_NETWORKS)}, "
+                              f"got {name!r}{_close(str(name), list(STRENGTH_SCALE_NETWORKS))}")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) \
+                or factor < 0:
+            raise ConfigError(f"config key 'strength_scale' expects a non-negative number per network, got "
+                              f"{name}: {factor!r}")
+        scales[name] = float(factor)
+    return {name: scales[name] for name in STRENGTH_SCALE_NETWORKS if name in scales}
 
 
 def _coerce_budget(key: str, value: Any) -> float | None:
@@ -241,6 +275,7 @@ def _coerce_width(v: Any) -> int:
 def _describe(kind: str) -> str:
     return {"int": "an integer", "float": "a number", "bool": "true or false",
             "list[int]": "a list of positive integers", "str": "a string",
+            "dict[str, float]": "a mapping such as {state_action: 10, critic: 0.5}",
             "Optional[float]": "a number or null"}.get(kind, kind)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from xinet_rl.structure import ACT, OBS, STATE, STATE_ACTION, LayerSpec, Structure, network_of
+from xinet_rl.structure import ACT, CRITICS, OBS, STATE, STATE_ACTION, LayerSpec, Structure, network_of
 
 Width = Tensor | float | int
 
@@ -118,11 +118,16 @@ class CostRegularizer(nn.Module):
     :param deploy_mix: ``β`` (config key ``deploy_cost_mix``), the weight of the deployable policy's own cost.
     :param train0: the expected parameter count of the whole initial model, ``C_train,0``.
     :param deploy0: that of the initial deployable policy, ``C_deploy,0``.
+    :param network_scales: a factor on the marginal cost of every unit of a network (config key ``strength_scale``:
+        ``state``, ``state_action``, ``actor``, ``critic``; a network not named: 1), so each network is priced at its
+        own strength; :meth:`normalized_cost` stays the cost itself.
     """
 
-    def __init__(self, strength: float, deploy_mix: float, train0: float, deploy0: float) -> None:
+    def __init__(self, strength: float, deploy_mix: float, train0: float, deploy0: float,
+                 network_scales: Mapping[str, float] | None = None) -> None:
         super().__init__()
         self.deploy_mix = float(deploy_mix)
+        self.network_scales = dict(network_scales or {})
         self.register_buffer("train0", torch.tensor(float(train0), dtype=torch.float64))
         self.register_buffer("deploy0", torch.tensor(float(deploy0), dtype=torch.float64))
         # the strength α, as its log: a budget's controller (xinet_rl/budget.py) moves it in place during training
@@ -170,12 +175,18 @@ class CostRegularizer(nn.Module):
         if cached is None or cached[0] != key:
             weights = np.array([(1 - self.deploy_mix) / float(self.train0), self.deploy_mix / float(self.deploy0)])
             maps = [marginal_cost_map(structure, names, deploy_only=d) for d in (False, True)]
-            offsets = np.stack([a for a, _ in maps]) * weights[:, None]
-            matrix = np.stack([m for _, m in maps]) * weights[:, None, None]
+            factors = np.array([self.network_scale(g) for g in names])
+            offsets = np.stack([a for a, _ in maps]) * weights[:, None] * factors
+            matrix = np.stack([m for _, m in maps]) * weights[:, None, None] * factors[:, None]
             self._map_cache = (key, torch.tensor(offsets, dtype=torch.float64, device=device),
                                torch.tensor(matrix, dtype=torch.float64, device=device))
             cached = self._map_cache
         return cached[1], cached[2]
+
+    def network_scale(self, group: str) -> float:
+        """The factor on the marginal cost of ``group``'s units (both critics share the name ``critic``)."""
+        network = network_of(group)
+        return self.network_scales.get("critic" if network in CRITICS else network, 1.0)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         self.__dict__.pop("_map_cache", None)  # C_0 may change

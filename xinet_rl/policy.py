@@ -95,7 +95,8 @@ class XiPolicy(BasePolicy):
         ones = {g: float(structure.groups[g]) * gate_init for g in structure.gated_groups} if gated else {}
         self.regularizer = CostRegularizer(config.prune_strength, config.deploy_cost_mix,
                                            float(expected_params(structure, ones)),
-                                           float(expected_params(structure, ones, deploy_only=True)))
+                                           float(expected_params(structure, ones, deploy_only=True)),
+                                           config.strength_scale)
         # a deployable-cost budget: its controller moves the regularizer's strength (xinet_rl/budget.py)
         self.budget = None if budget is None else BudgetController(budget.kind, budget.target, config.budget_lr,
                                                                     config.prune_eps, budget.state_target)

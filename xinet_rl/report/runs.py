@@ -58,7 +58,9 @@ class RunRecord:
 
 
 def format_value(value) -> str:
-    """A config value as a grid label shows it (``0.25``, ``64x64``, ``true``)."""
+    """A config value as a grid label shows it (``0.25``, ``64x64``, ``true``, ``state_action:30+critic:0``)."""
+    if isinstance(value, dict):
+        return "+".join(f"{k}:{format_value(v)}" for k, v in value.items()) or "{}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
