@@ -86,7 +86,7 @@ def run_bench(tmp_path, *args):
     out = tmp_path / "bench.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "xinet_rl.cli.bench", *args, "--threads", "1", "--json", str(out)],
-                          env=env, capture_output=True, text=True, timeout=1200)
+                          env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = json.loads(out.read_text())
     assert set(info) == INFO_KEYS

@@ -37,7 +37,9 @@ INITIAL = {k: v for k, v in count_widths(WIDTHS).items() if k in ("train", "depl
 UMASK = 0o027  # not the usual 022, so that a file with the permissions of the umask is told from a fixed 0644
 
 
-def run_train(args: list[str], cwd: Path, timeout: float = 1200, umask: int = -1) -> subprocess.CompletedProcess:
+def run_train(args: list[str], cwd: Path, timeout: float = 3600, umask: int = -1) -> subprocess.CompletedProcess:
+    """``xinet-train`` in a subprocess. The timeout guards against a hang only: a 1,100-step run takes about a minute,
+    and more than 20 on a machine whose cores two training runs hold, which must not fail the test."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "xinet_rl.cli.train", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, umask=umask)
@@ -347,7 +349,7 @@ BAD_INPUT = [
 @pytest.mark.parametrize("make_args, words", BAD_INPUT)
 def test_bad_input_fails_in_one_line_and_leaves_nothing(tmp_path, make_args, words):
     out = tmp_path / "run"
-    proc = run_train(make_args(tmp_path) + ["--no-progress", "--out", str(out)], tmp_path, timeout=1200)  # a hang guard
+    proc = run_train(make_args(tmp_path) + ["--no-progress", "--out", str(out)], tmp_path)  # a hang guard
     assert proc.returncode == 2, f"rc {proc.returncode}, stderr:\n{proc.stderr[-4000:]}"
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -365,7 +367,7 @@ def test_resume_of_a_run_whose_environment_cannot_be_made_here(tmp_path):
     run = tmp_path / "old"
     run.mkdir()
     (run / "config.yaml").write_text("env: BipedalWalker-v3\nseed: 0\n")
-    proc = run_train(["--resume", str(run), "--no-progress"], tmp_path, timeout=1200)  # a hang guard
+    proc = run_train(["--resume", str(run), "--no-progress"], tmp_path)  # a hang guard
     assert proc.returncode == 2, proc.stderr[-4000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "registered but cannot be made here" in lines[0], proc.stderr
