@@ -116,8 +116,8 @@ _TYPES = {f.name: f.type for f in fields(TrainConfig)}
 GATED_ONLY_KEYS = frozenset({
     "prune_strength", "target_deploy_params", "target_deploy_flops", "budget_lr", "final_deploy_params",
     "final_cut_tolerance", "final_cut_max_loss", "final_cut_from", "deploy_cost_mix", "strength_scale", "gate_lr",
-    "gate_init", "gate_update_every", "gate_estimator", "ofenet_gate_credit", "loss_scale_decay", "prune_start", "prune_interval",
-    "prune_eps", "prune_patience", "min_units", "prune"})
+    "gate_init", "gate_update_every", "gate_estimator", "ofenet_gate_credit", "loss_scale_decay", "prune_start",
+    "prune_interval", "prune_eps", "prune_patience", "min_units", "prune"})
 """Keys that change nothing in a run without gates (``gated`` false: the unpruned, small and sac variants): the
 gates, the regularizer, the pruner, budgets and the final cut. Runs that differ only in them trained alike."""
 VARIANT_KEYS: dict[str, dict[str, Any]] = {
@@ -217,10 +217,10 @@ STRENGTH_SCALE_NETWORKS = ("state", "state_action", "actor", "critic")
 
 def _coerce_scales(value: Any) -> dict[str, float]:
     """``strength_scale``: a mapping (or its YAML text) from network names to non-negative finite factors."""
-    if isinstance(value, str):
+    if isinstance(value, str):  # YAML text, braces optional: "{critic: 0}" or "critic: 0"
         text = value.strip()
-        value = yaml.safe_load(text if text.startswith("{") or not text else "{" + text + "}") if text else {}
-    if value is None:
+        value = yaml.safe_load(text if text.startswith("{") else "{" + text + "}")
+    if value is None:  # an empty YAML value
         return {}
     if not isinstance(value, dict):
         raise ValueError
