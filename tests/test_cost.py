@@ -141,6 +141,19 @@ def test_strength_scale_reaches_the_regularizer_from_the_config():
     assert policy.regularizer.network_scale("actor.0") == 1.0
 
 
+def test_strength_scale_default_and_a_given_mapping_replacing_it():
+    """The default prices the critics at a tenth and the state-action block at 10 times the strength; a mapping given
+    replaces it whole (a network it does not name is at 1), and an empty one prices every network alike."""
+    from xinet_rl.config import resolve_config
+
+    assert resolve_config("HalfCheetah-v4").strength_scale == {"state_action": 10.0, "critic": 0.1}
+    assert resolve_config("HalfCheetah-v4", None, ["strength_scale={actor: 2}"]).strength_scale == {"actor": 2.0}
+    assert resolve_config("HalfCheetah-v4", None, ["strength_scale={}"]).strength_scale == {}
+    policy = XiPolicy(OBS, ACT, lambda _: 3e-4, widths=HALF_CHEETAH.to_dict(), config=AgentConfig())
+    assert [policy.regularizer.network_scale(g) for g in ("state.0", "state_action.7", "actor.1", "critic1.0",
+                                                          "critic2.1")] == [1.0, 10.0, 1.0, 0.1, 0.1]
+
+
 @pytest.mark.parametrize("gated, variant", [(True, {}), (True, {"gate_estimator": "straight_through"}),
                                             (True, {"ofenet_gate_credit": "consumers"}),
                                             (True, {"ofenet_gate_credit": "consumers",

@@ -73,9 +73,10 @@ class AgentConfig:
     final_cut_from: float = 0.9
     deploy_cost_mix: float = 0.0  # β: weight of the deployable policy's own cost
     # α per network: each gate's marginal cost times the factor of its network (state, state_action, actor, critic;
-    # a network not named: 1), e.g. {state_action: 10, critic: 0.5}. The cost itself and a budget's measure stay as
-    # they are; only the price of the network's units changes (docs/method.md, "The strength per network")
-    strength_scale: dict[str, float] = field(default_factory=dict)
+    # a network not named: 1; a mapping given replaces this one whole). The cost itself and a budget's measure stay as
+    # they are; only the price of the network's units changes. The critics, not deployed, at a tenth of the strength
+    # and the state-action block, read only by them, at 10 times: docs/method.md ("The strength per network")
+    strength_scale: dict[str, float] = field(default_factory=lambda: {"state_action": 10.0, "critic": 0.1})
     gate_lr: float = 4e-3  # with gate_update_every 4: the same gate speed per update as 1e-3 every update
     gate_init: float = 1.0
     gate_update_every: int = 4  # gate step (and its estimator passes) every 4th update: docs/method.md
